@@ -1,0 +1,158 @@
+"""Typed settings for training and generation, shared by the CLI, the app and tests.
+
+Defaults are those of the LoRA DreamBooth notebook this app replaces (UNet LR 5e-4,
+text-encoder LR 1e-4, 300 steps, batch 1, rank 4, 512 px, seed 0, no prior preservation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+from .models import DEFAULT_MODEL
+
+MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise InputError(message)
+
+
+def _as_path(value) -> Path | None:
+    return None if value in (None, "") else Path(value).expanduser()
+
+
+@dataclass
+class TrainConfig:
+    instance_dir: Path = field(metadata={"help": "Folder of the subject's photos (or crops)."})
+    instance_prompt: str = field(
+        metadata={"help": "Identifier plus class noun, e.g. 'a photo of sks dog'."}
+    )
+    output_dir: Path = field(metadata={"help": "Where the LoRA and its config are written."})
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "Base model: Hub id, local diffusers folder or .safetensors file."},
+    )
+    class_dir: Path | None = field(
+        default=None, metadata={"help": "Folder of class images; missing ones are generated."}
+    )
+    class_prompt: str | None = field(
+        default=None,
+        metadata={"help": "Prompt for the class, e.g. 'a photo of dog'. Enables prior loss."},
+    )
+    num_class_images: int = field(
+        default=100, metadata={"help": "Class images wanted for prior preservation."}
+    )
+    prior_loss_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the class (prior) loss."}
+    )
+    steps: int = field(default=300, metadata={"help": "Optimisation steps."})
+    learning_rate: float = field(default=5e-4, metadata={"help": "UNet LoRA learning rate."})
+    text_encoder_lr: float = field(
+        default=1e-4, metadata={"help": "Text-encoder LoRA learning rate."}
+    )
+    train_text_encoder: bool = field(
+        default=True, metadata={"help": "Also train a LoRA on the text encoder."}
+    )
+    rank: int = field(default=4, metadata={"help": "LoRA rank (alpha equals rank)."})
+    resolution: int = field(default=512, metadata={"help": "Training image side in pixels."})
+    seed: int = field(default=0, metadata={"help": "Seed for noise, timesteps and data order."})
+    batch_size: int = field(default=1, metadata={"help": "Instance images per step."})
+    mixed_precision: str = field(
+        default="no", metadata={"help": "'no', 'fp16' or 'bf16'; LoRA weights stay fp32."}
+    )
+    class_image_steps: int = field(
+        default=25, metadata={"help": "Sampler steps for each generated class image."}
+    )
+    class_image_batch_size: int = field(
+        default=4, metadata={"help": "Class images generated per batch."}
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    model_config_dir: str | None = field(
+        default=None,
+        metadata={"help": "Config folder for single-file checkpoints (avoids the Hub)."},
+    )
+    device: str | None = field(
+        default=None, metadata={"help": "Force a device ('cpu', 'cuda', 'mps')."}
+    )
+
+    def __post_init__(self):
+        self.instance_dir = _as_path(self.instance_dir)
+        self.output_dir = _as_path(self.output_dir)
+        self.class_dir = _as_path(self.class_dir)
+        if self.class_prompt is not None and not self.class_prompt.strip():
+            self.class_prompt = None
+        _check(self.instance_dir is not None, "An instance folder (the subject's photos) is needed.")
+        _check(self.output_dir is not None, "An output folder for the LoRA is needed.")
+        _check(bool(self.instance_prompt.strip()),
+               "The instance prompt is empty; use e.g. 'a photo of sks dog'.")
+        _check(self.steps >= 1, f"steps must be at least 1 (got {self.steps}).")
+        _check(self.learning_rate > 0, f"learning rate must be > 0 (got {self.learning_rate}).")
+        _check(self.text_encoder_lr > 0,
+               f"text-encoder learning rate must be > 0 (got {self.text_encoder_lr}).")
+        _check(1 <= self.rank <= 256, f"rank must be between 1 and 256 (got {self.rank}).")
+        _check(64 <= self.resolution <= 2048 and self.resolution % 8 == 0,
+               f"resolution must be a multiple of 8 between 64 and 2048 (got {self.resolution}).")
+        _check(self.batch_size >= 1, f"batch size must be at least 1 (got {self.batch_size}).")
+        _check(self.prior_loss_weight >= 0,
+               f"prior loss weight must be >= 0 (got {self.prior_loss_weight}).")
+        _check(self.num_class_images >= 1,
+               f"number of class images must be at least 1 (got {self.num_class_images}).")
+        _check(self.mixed_precision in MIXED_PRECISION_CHOICES,
+               f"mixed precision must be one of {MIXED_PRECISION_CHOICES}.")
+        if self.with_prior_preservation:
+            _check(self.class_dir is not None,
+                   "Prior preservation needs a class folder (--class-dir) to keep class images.")
+        elif self.class_dir is not None:
+            raise InputError(
+                "A class folder was given without a class prompt: add --class-prompt "
+                "(e.g. 'a photo of dog') to use prior preservation, or drop --class-dir."
+            )
+
+    @property
+    def with_prior_preservation(self) -> bool:
+        return self.class_prompt is not None
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+
+
+@dataclass
+class GenerateConfig:
+    prompt: str = field(metadata={"help": "What to draw, e.g. 'a photo of sks dog on a beach'."})
+    lora_dir: Path | None = field(
+        default=None, metadata={"help": "Folder of a trained LoRA; None for the base model."}
+    )
+    negative_prompt: str = field(default="", metadata={"help": "What to avoid."})
+    unet_scale: float = field(default=1.0, metadata={"help": "UNet LoRA strength, 0-2."})
+    text_encoder_scale: float = field(
+        default=1.0, metadata={"help": "Text-encoder LoRA strength, 0-2."}
+    )
+    guidance: float = field(default=7.5, metadata={"help": "Classifier-free guidance, 1-20."})
+    steps: int = field(default=30, metadata={"help": "Sampler steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of the first image; +1 per image."})
+    num_images: int = field(default=1, metadata={"help": "Images to generate."})
+    height: int | None = field(default=None, metadata={"help": "Height; model default if None."})
+    width: int | None = field(default=None, metadata={"help": "Width; model default if None."})
+
+    def __post_init__(self):
+        self.lora_dir = _as_path(self.lora_dir)
+        _check(bool(self.prompt.strip()), "The prompt is empty.")
+        _check(0 <= self.unet_scale <= 2, f"UNet LoRA scale must be 0-2 (got {self.unet_scale}).")
+        _check(0 <= self.text_encoder_scale <= 2,
+               f"text-encoder LoRA scale must be 0-2 (got {self.text_encoder_scale}).")
+        _check(1 <= self.guidance <= 20, f"guidance must be 1-20 (got {self.guidance}).")
+        _check(1 <= self.steps <= 200, f"steps must be 1-200 (got {self.steps}).")
+        _check(1 <= self.num_images <= 16, f"number of images must be 1-16 (got {self.num_images}).")
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            _check(value is None or (64 <= value <= 2048 and value % 8 == 0),
+                   f"{name} must be a multiple of 8 between 64 and 2048 (got {value}).")
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}

@@ -1,0 +1,138 @@
+"""Generating images with a base model plus an optional subject LoRA.
+
+The pipeline and the loaded LoRA are cached: moving the UNet / text-encoder scale or the
+guidance and generating again only changes adapter weights, it never reloads anything.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .config import GenerateConfig
+from .devices import inference_dtype, pick_device, release_memory
+from .errors import InputError
+from .lora_files import ADAPTER_NAME, WEIGHTS_NAME, is_lora_dir
+from .metadata import save_png_with_parameters
+from .models import load_pipeline
+
+
+@dataclass
+class GeneratedImage:
+    image: Image.Image
+    seed: int
+    path: Path | None
+
+
+class Generator:
+    """Owns one cached pipeline for one base model; thread-safe."""
+
+    def __init__(self, model: str, device: str | None = None, dtype: torch.dtype | None = None,
+                 model_config_dir: str | None = None):
+        self.model = model
+        self.device = pick_device(device)
+        self.dtype = dtype or inference_dtype(self.device)
+        self.model_config_dir = model_config_dir
+        self._pipe = None
+        self._lora_dir: Path | None = None
+        self._lock = threading.Lock()
+        self.model_loads = 0  # counted so tests and benchmarks can prove nothing reloads
+        self.lora_loads = 0
+
+    @property
+    def pipeline(self):
+        if self._pipe is None:
+            self._pipe = load_pipeline(self.model, self.device, self.dtype, self.model_config_dir)
+            self.model_loads += 1
+        return self._pipe
+
+    def _activate_lora(self, lora_dir: Path | None, unet_scale: float, te_scale: float) -> None:
+        pipe = self.pipeline
+        if lora_dir is not None:
+            lora_dir = Path(lora_dir).resolve()
+            if not is_lora_dir(lora_dir):
+                raise InputError(
+                    f"No LoRA found in {lora_dir}: it has no {WEIGHTS_NAME}. "
+                    "Train one first, or pick another folder."
+                )
+        if lora_dir != self._lora_dir:
+            if self._lora_dir is not None:
+                pipe.unload_lora_weights()
+                self._lora_dir = None
+            if lora_dir is not None:
+                try:
+                    pipe.load_lora_weights(str(lora_dir), adapter_name=ADAPTER_NAME)
+                except Exception as exc:
+                    pipe.unload_lora_weights()
+                    raise InputError(
+                        f"Could not load the LoRA in {lora_dir} onto {self.model}: {exc}. "
+                        "Was it trained on a different base model?"
+                    ) from exc
+                self.lora_loads += 1
+            self._lora_dir = lora_dir
+        if self._lora_dir is not None:
+            loaded = pipe.get_list_adapters()
+            weights = {"unet": unet_scale, "text_encoder": te_scale}
+            weights = {k: v for k, v in weights.items() if ADAPTER_NAME in loaded.get(k, [])}
+            pipe.set_adapters(ADAPTER_NAME, adapter_weights=weights)
+
+    def generate(
+        self,
+        config: GenerateConfig,
+        output_dir: Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[GeneratedImage]:
+        """Generate `config.num_images` images; image i uses seed `config.seed + i`."""
+        with self._lock:
+            self._activate_lora(config.lora_dir, config.unet_scale, config.text_encoder_scale)
+            pipe = self.pipeline
+            total = config.steps
+
+            def on_step_end(pipeline, step, timestep, kwargs):
+                if progress is not None:
+                    progress(step + 1, total)
+                if cancel is not None and cancel.is_set():
+                    pipeline._interrupt = True
+                return kwargs
+
+            seeds = [config.seed + i for i in range(config.num_images)]
+            generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+            images = pipe(
+                [config.prompt] * config.num_images,
+                negative_prompt=[config.negative_prompt] * config.num_images
+                if config.negative_prompt else None,
+                num_inference_steps=config.steps,
+                guidance_scale=config.guidance,
+                height=config.height,
+                width=config.width,
+                generator=generators,
+                callback_on_step_end=on_step_end,
+            ).images
+        results = []
+        for image, seed in zip(images, seeds, strict=True):
+            path = None
+            if output_dir is not None:
+                params = {**config.to_dict(), "seed": seed, "num_images": 1,
+                          "model": self.model, "height": image.height, "width": image.width,
+                          "sampler": type(pipe.scheduler).__name__}
+                path = save_png_with_parameters(image, Path(output_dir), params)
+            results.append(GeneratedImage(image, seed, path))
+        return results
+
+    def unload(self) -> None:
+        """Drop the pipeline (e.g. before training on a small GPU)."""
+        with self._lock:
+            self._pipe = None
+            self._lora_dir = None
+            release_memory()
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")

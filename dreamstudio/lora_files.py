@@ -1,0 +1,106 @@
+"""LoRA adapters: attaching them for training, and writing/reading them safely on disk.
+
+The weights file is the diffusers LoRA format (`pytorch_lora_weights.safetensors` with
+`unet.` and `text_encoder.` keys), so `pipeline.load_lora_weights(folder)` loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+CONFIG_NAME = "dreamstudio_lora.json"
+ADAPTER_NAME = "subject"
+UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+def add_lora(model, rank: int, targets: list[str]) -> None:
+    """Attach a trainable LoRA (alpha = rank, so its scale is 1) to `model` in place."""
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets
+    )
+    model.add_adapter(config)
+
+
+def lora_state_dicts(unet, text_encoder=None) -> tuple[dict, dict | None]:
+    """Diffusers-format LoRA state dicts of the trained UNet (and text encoder)."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    unet_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    te_layers = None
+    if text_encoder is not None:
+        te_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(text_encoder))
+    return unet_layers, te_layers
+
+
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # mkstemp creates 0600 files; give the result the permissions a normal write would.
+        os.chmod(tmp, _default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: dict) -> None:
+    """Write JSON so that readers see either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def save_lora(output_dir: Path, unet_layers: dict, te_layers: dict | None, info: dict) -> Path:
+    """Write the LoRA weights and `info` into `output_dir`, each file atomically.
+
+    The weights go to a temporary folder on the same disk first and are then renamed into
+    place, so a crash or a cancel mid-write leaves any earlier LoRA untouched.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".saving-") as tmp:
+        StableDiffusionPipeline.save_lora_weights(
+            save_directory=tmp,
+            unet_lora_layers=unet_layers,
+            text_encoder_lora_layers=te_layers,
+            weight_name=WEIGHTS_NAME,
+            safe_serialization=True,
+        )
+        tmp_file = Path(tmp) / WEIGHTS_NAME
+        with open(tmp_file, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_file, output_dir / WEIGHTS_NAME)
+    atomic_write_json(output_dir / CONFIG_NAME, info)
+    return output_dir / WEIGHTS_NAME
+
+
+def read_lora_info(lora_dir: Path) -> dict:
+    """The run's config/summary saved beside the weights ({} if absent or unreadable)."""
+    path = Path(lora_dir) / CONFIG_NAME
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def is_lora_dir(path: Path) -> bool:
+    return (Path(path) / WEIGHTS_NAME).is_file()

@@ -1,0 +1,129 @@
+"""A tiny but real Stable Diffusion pipeline built offline, for tests and benchmarks.
+
+The weights are random (seeded) but every component is the real class with the real
+CLIP BPE vocabulary, so loading, LoRA training, saving and generation exercise exactly
+the code paths a full-size model does.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import torch
+
+
+def _clip_bpe_path() -> Path:
+    # open_clip ships the SD 1.x vocabulary; the Hub (where the tokenizer normally comes
+    # from) may be unreachable, so this is the offline source of the real tokenizer.
+    try:
+        import open_clip
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError(
+            "building the tiny test model needs open_clip_torch (pip install open_clip_torch)"
+        ) from exc
+    path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    if not path.is_file():  # pragma: no cover
+        raise RuntimeError(f"CLIP vocabulary not found at {path}")
+    return path
+
+
+def write_clip_tokenizer_files(directory: Path) -> tuple[Path, Path]:
+    """Write vocab.json and merges.txt of the 49,408-token CLIP tokenizer into `directory`."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    lines = gzip.open(_clip_bpe_path()).read().decode("utf-8").split("\n")
+    # Same slice as CLIP's own tokenizer: 49152 - 256 - 2 merges after the header line.
+    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    byte_chars = list(bytes_to_unicode().values())
+    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab_path, merges_path = directory / "vocab.json", directory / "merges.txt"
+    vocab_path.write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
+    merges_path.write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
+    return vocab_path, merges_path
+
+
+def build_tiny_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
+    """Return a seeded StableDiffusionPipeline whose images are 64x64 (latents 32x32)."""
+    import tempfile
+
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        norm_num_groups=16,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=64,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        write_clip_tokenizer_files(Path(tmp))
+        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def save_tiny_model(directory: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """Build the tiny pipeline and save it as a diffusers folder; return the folder."""
+    pipe = build_tiny_pipeline(seed=seed, prediction_type=prediction_type)
+    directory = Path(directory)
+    pipe.save_pretrained(directory)
+    return directory
