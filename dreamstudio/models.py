@@ -31,16 +31,38 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def _network_hint(exc: BaseException) -> str:
+def _network_hint(exc: BaseException) -> str | None:
     text = f"{type(exc).__name__}: {exc}".lower()
-    markers = ("connect", "offline", "resolve", "network", "timed out", "couldn't", "cannot find")
+    markers = ("connect", "offline", "resolve", "network", "timed out", "not fully cached",
+               "cannot find an appropriate cached")
     if _hub_offline() or any(m in text for m in markers):
         return (
-            " The model is not in the local Hugging Face cache and there is no network access "
-            "to the Hub (or HF_HUB_OFFLINE is set). Download it once with network access, or "
-            "pass a local diffusers folder or .safetensors file."
+            "it is not in the local Hugging Face cache and there is no network access to "
+            "the Hub (or HF_HUB_OFFLINE is set). Download it once with network access, or "
+            "pass a local diffusers folder or a .safetensors file. (A single-file checkpoint "
+            "also needs its architecture configs: pass --model-config with a local diffusers "
+            "folder of the same architecture to load it offline.)"
         )
-    return ""
+    return None
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """Catch a corrupt or truncated .safetensors before diffusers reports something vaguer."""
+    if path.suffix.lower() != ".safetensors":
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            if not list(fh.keys()):
+                raise ModelLoadError(f"Checkpoint {path} contains no tensors.")
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # any parse failure means the same to the user
+        raise ModelLoadError(
+            f"Checkpoint {path} is not a readable .safetensors file ({exc}). It may be "
+            "truncated or corrupt: download it again."
+        ) from exc
 
 
 def load_pipeline(
@@ -74,6 +96,7 @@ def load_pipeline(
                 raise ModelLoadError(
                     f"Model file {path} is not a .safetensors or .ckpt checkpoint."
                 )
+            _check_checkpoint_file(path)
             kwargs = {"config": config_dir} if config_dir else {}
             pipe = StableDiffusionPipeline.from_single_file(
                 str(path), dtype=dtype, safety_checker=None, **kwargs
@@ -95,10 +118,11 @@ def load_pipeline(
             "file": f"the single-file checkpoint {path}",
             "hub": f"the Hugging Face Hub id '{model}'",
         }[kind]
-        hint = _network_hint(exc) if kind in ("hub", "file") else ""
+        hint = _network_hint(exc) if kind in ("hub", "file") else None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ModelLoadError(
-            f"Could not load the base model from {tried}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}.{hint}"
+            f"Could not load the base model from {tried}: "
+            + (hint or f"{type(exc).__name__}: {detail}")
         ) from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

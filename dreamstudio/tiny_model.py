@@ -33,7 +33,8 @@ def write_clip_tokenizer_files(directory: Path) -> tuple[Path, Path]:
     """Write vocab.json and merges.txt of the 49,408-token CLIP tokenizer into `directory`."""
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    lines = gzip.open(_clip_bpe_path()).read().decode("utf-8").split("\n")
+    with gzip.open(_clip_bpe_path()) as fh:
+        lines = fh.read().decode("utf-8").split("\n")
     # Same slice as CLIP's own tokenizer: 49152 - 256 - 2 merges after the header line.
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
     byte_chars = list(bytes_to_unicode().values())

@@ -1,0 +1,173 @@
+"""Command line: `python -m dreamstudio prepare|train|generate|tiny-model ...`.
+
+The parser only turns arguments into the same typed configs the app uses; every command
+ends in one clear line on failure and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+from .config import GenerateConfig, TrainConfig
+from .errors import DreamStudioError
+from .models import DEFAULT_MODEL
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m dreamstudio", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("prepare", help="Crop photos of a subject into training images.")
+    p.add_argument("input_dir", type=Path, help="Folder of photos (JPEG, PNG, WebP).")
+    p.add_argument("output_dir", type=Path, help="Folder for the crops and manifest.json.")
+    p.add_argument("--mode", choices=("face", "object"), default="face",
+                   help="face: centre on the most prominent face; object: centre crop.")
+    p.add_argument("--size", type=int, default=512, help="Side of the square crops (px).")
+    p.add_argument("--face-margin", type=float, default=2.2,
+                   help="Crop side as a multiple of the face box (head and shoulders).")
+
+    t = sub.add_parser("train", help="Train a DreamBooth LoRA of one subject.")
+    t.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, diffusers folder or file.")
+    t.add_argument("--model-config", default=None,
+                   help="Diffusers config folder for a single-file checkpoint (offline use).")
+    t.add_argument("--instance-dir", type=Path, required=True, help="The subject's photos.")
+    t.add_argument("--instance-prompt", required=True, help="e.g. 'a photo of sks dog'.")
+    t.add_argument("--output", type=Path, required=True, help="Folder for the LoRA.")
+    t.add_argument("--class-dir", type=Path, help="Class images (missing ones generated).")
+    t.add_argument("--class-prompt", help="e.g. 'a photo of dog'; enables prior preservation.")
+    t.add_argument("--num-class-images", type=_positive_int, default=100)
+    t.add_argument("--prior-loss-weight", type=float, default=1.0)
+    t.add_argument("--steps", type=_positive_int, default=300)
+    t.add_argument("--lr", type=float, default=5e-4, help="UNet LoRA learning rate.")
+    t.add_argument("--text-encoder-lr", type=float, default=1e-4)
+    t.add_argument("--no-text-encoder", action="store_true",
+                   help="Train the UNet LoRA only.")
+    t.add_argument("--rank", type=_positive_int, default=4)
+    t.add_argument("--resolution", type=_positive_int, default=512)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=_positive_int, default=1)
+    t.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    t.add_argument("--device", default=None, help="cpu, cuda or mps (default: best found).")
+
+    g = sub.add_parser("generate", help="Generate images with a trained LoRA.")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, diffusers folder or file.")
+    g.add_argument("--model-config", default=None)
+    g.add_argument("--lora", type=Path, default=None, help="Folder of a trained LoRA.")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--output", type=Path, required=True, help="Folder for the PNGs.")
+    g.add_argument("--negative-prompt", default="")
+    g.add_argument("--unet-scale", type=float, default=1.0)
+    g.add_argument("--text-encoder-scale", type=float, default=1.0)
+    g.add_argument("--guidance", type=float, default=7.5)
+    g.add_argument("--steps", type=_positive_int, default=30)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--num-images", type=_positive_int, default=1)
+    g.add_argument("--height", type=int, default=None)
+    g.add_argument("--width", type=int, default=None)
+    g.add_argument("--device", default=None)
+
+    m = sub.add_parser("tiny-model", help="Write a tiny random SD model (for tests/demos).")
+    m.add_argument("output_dir", type=Path)
+    return parser
+
+
+def _prepare(args) -> int:
+    from .prepare import PrepareConfig, list_image_files, prepare_photos
+
+    if not args.input_dir.is_dir():
+        raise DreamStudioError(f"Input folder {args.input_dir} does not exist.")
+    config = PrepareConfig(mode=args.mode, size=args.size, face_margin=args.face_margin)
+    sources = list_image_files(args.input_dir)
+    if not sources:
+        raise DreamStudioError(f"Input folder {args.input_dir} has no files.")
+    report = prepare_photos(sources, args.output_dir, config)
+    for r in report.results:
+        status = f"kept -> {r.output} box={r.crop_box}" if r.kept else f"rejected: {r.reason}"
+        print(f"{r.source}: {status}")
+    print(f"{len(report.kept)} kept, {len(report.rejected)} rejected; "
+          f"manifest: {args.output_dir / 'manifest.json'}")
+    return 0 if report.kept else 1
+
+
+def _train(args) -> int:
+    from .training import TrainProgress, train
+
+    config = TrainConfig(
+        model=args.model, model_config_dir=args.model_config, instance_dir=args.instance_dir,
+        instance_prompt=args.instance_prompt, output_dir=args.output, class_dir=args.class_dir,
+        class_prompt=args.class_prompt, num_class_images=args.num_class_images,
+        prior_loss_weight=args.prior_loss_weight, steps=args.steps, learning_rate=args.lr,
+        text_encoder_lr=args.text_encoder_lr, train_text_encoder=not args.no_text_encoder,
+        rank=args.rank, resolution=args.resolution, seed=args.seed,
+        batch_size=args.batch_size, mixed_precision=args.mixed_precision, device=args.device,
+    )
+    every = max(1, config.steps // 20)
+
+    def report(p: TrainProgress):
+        if p.phase == "training" and (p.step % every and p.step != p.total_steps):
+            return
+        loss = f" loss {p.loss:.4f}" if p.loss is not None else ""
+        eta = f" ~{p.eta_seconds:.0f}s left" if p.eta_seconds else ""
+        print(f"[{p.phase}] {p.message}{loss}{eta}", flush=True)
+
+    cancel = threading.Event()
+    try:
+        result = train(config, progress=report, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        print("cancelled", file=sys.stderr)
+        return 130
+    for path, reason in result.skipped_files:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(result.message)
+    return 0 if result.status == "completed" else 1
+
+
+def _generate(args) -> int:
+    from .generation import Generator
+
+    config = GenerateConfig(
+        prompt=args.prompt, lora_dir=args.lora, negative_prompt=args.negative_prompt,
+        unet_scale=args.unet_scale, text_encoder_scale=args.text_encoder_scale,
+        guidance=args.guidance, steps=args.steps, seed=args.seed, num_images=args.num_images,
+        height=args.height, width=args.width,
+    )
+    generator = Generator(args.model, device=args.device, model_config_dir=args.model_config)
+    for item in generator.generate(config, args.output):
+        print(item.path)
+    return 0
+
+
+def _tiny_model(args) -> int:
+    from .tiny_model import save_tiny_model
+
+    print(save_tiny_model(args.output_dir))
+    return 0
+
+
+COMMANDS = {"prepare": _prepare, "train": _train, "generate": _generate,
+            "tiny-model": _tiny_model}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DreamStudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,105 @@
+"""Training in a background thread: one run at a time, observable and cancellable."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import TrainConfig
+from .errors import DreamStudioError, TrainingError
+from .training import TrainProgress, TrainResult, train
+
+log = logging.getLogger(__name__)
+
+OOM_ADVICE = (
+    "The GPU ran out of memory. Try: batch size 1, a lower resolution (e.g. 384), "
+    "gradient checkpointing or 8-bit Adam if available, or closing other GPU programs. "
+    "The app keeps working; start training again with smaller settings."
+)
+
+
+@dataclass
+class JobStatus:
+    state: str = "idle"  # idle, running, completed, cancelled, failed
+    progress: TrainProgress | None = None
+    result: TrainResult | None = None
+    error: str | None = None
+    config: TrainConfig | None = None
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+class TrainingJobs:
+    def __init__(self, train_fn=train):
+        self._train = train_fn
+        self._lock = threading.Lock()
+        self._status = JobStatus()
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+
+    def start(self, config: TrainConfig) -> None:
+        with self._lock:
+            if self._status.running:
+                p = self._status.progress
+                where = f" (step {p.step}/{p.total_steps})" if p else ""
+                raise TrainingError(
+                    f"A training run is already in progress{where} for "
+                    f"{self._status.config.output_dir}. Wait for it to finish or cancel it."
+                )
+            self._cancel = threading.Event()
+            self._status = JobStatus("running", TrainProgress("queued", message="Starting"),
+                                     config=config)
+            self._thread = threading.Thread(
+                target=self._run, args=(config, self._cancel), name="dreamstudio-train",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def _on_progress(self, progress: TrainProgress) -> None:
+        with self._lock:
+            self._status.progress = progress
+            if progress.phase == "training" and progress.loss is not None:
+                self._status.losses.append(progress.loss)
+
+    def _run(self, config: TrainConfig, cancel: threading.Event) -> None:
+        state, result, error = "failed", None, None
+        try:
+            result = self._train(config, progress=self._on_progress, cancel=cancel)
+            state = result.status
+        except torch.cuda.OutOfMemoryError:
+            error = OOM_ADVICE
+        except DreamStudioError as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the app must survive any failure of a run
+            log.error("training failed:\n%s", traceback.format_exc())
+            error = f"Training failed unexpectedly: {type(exc).__name__}: {exc}"
+        with self._lock:
+            self._status.state = state
+            self._status.result = result
+            self._status.error = error
+
+    def status(self) -> JobStatus:
+        with self._lock:
+            s = self._status
+            return JobStatus(s.state, s.progress, s.result, s.error, s.config, list(s.losses))
+
+    def cancel(self) -> bool:
+        """Ask the running job to stop after its current step; False if nothing runs."""
+        with self._lock:
+            if not self._status.running:
+                return False
+            self._cancel.set()
+            return True
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.status()
