@@ -20,7 +20,7 @@ PROMPT = "a photo of sks dog"
 
 
 def _config(model, instance_dir, output_dir, **kw) -> TrainConfig:
-    settings = dict(steps=40, resolution=64, rank=4, seed=0)
+    settings = {"steps": 40, "resolution": 64, "rank": 4, "seed": 0}
     settings.update(kw)
     return TrainConfig(model=str(model), instance_dir=instance_dir, instance_prompt=PROMPT,
                        output_dir=output_dir, **settings)
@@ -89,8 +89,8 @@ def test_prior_preservation_generates_missing_class_images_and_reuses_them(
 
 def test_prior_loss_weight_enters_the_loss(tiny_model, small_dog_dir, tmp_path):
     class_dir = tmp_path / "class"
-    base = dict(steps=1, class_dir=class_dir, class_prompt="a photo of dog",
-                num_class_images=2, class_image_steps=2)
+    base = {"steps": 1, "class_dir": class_dir, "class_prompt": "a photo of dog",
+                "num_class_images": 2, "class_image_steps": 2}
     light = train(_config(tiny_model, small_dog_dir, tmp_path / "a", prior_loss_weight=0.0,
                           **base))
     heavy = train(_config(tiny_model, small_dog_dir, tmp_path / "b", prior_loss_weight=1.0,
@@ -170,11 +170,11 @@ def test_non_finite_loss_stops_without_writing(tiny_model, small_dog_dir, tmp_pa
 @pytest.mark.parametrize(
     "kw, message",
     [
-        (dict(steps=0), "steps"),
-        (dict(rank=0), "rank"),
-        (dict(resolution=100), "resolution"),
-        (dict(class_dir="x"), "class prompt"),
-        (dict(mixed_precision="fp8"), "mixed precision"),
+        ({"steps": 0}, "steps"),
+        ({"rank": 0}, "rank"),
+        ({"resolution": 100}, "resolution"),
+        ({"class_dir": "x"}, "class prompt"),
+        ({"mixed_precision": "fp8"}, "mixed precision"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(tmp_path, kw, message):
