@@ -13,7 +13,8 @@ from pathlib import Path
 from .errors import InputError
 from .models import DEFAULT_MODEL
 
-MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
+MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -62,7 +63,47 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "Seed for noise, timesteps and data order."})
     batch_size: int = field(default=1, metadata={"help": "Instance images per step."})
     mixed_precision: str = field(
-        default="no", metadata={"help": "'no', 'fp16' or 'bf16'; LoRA weights stay fp32."}
+        default="auto",
+        metadata={"help": "'auto' (bf16 where the hardware has it, fp16 on older GPUs), "
+                          "'no', 'fp16' or 'bf16'. LoRA weights stay fp32 in every case."},
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations: less memory, ~30% slower."}
+    )
+    use_8bit_adam: bool = field(
+        default=False, metadata={"help": "8-bit AdamW from bitsandbytes (CUDA): less memory."}
+    )
+    channels_last: bool = field(
+        default=True, metadata={"help": "UNet in channels-last memory format (faster convs)."}
+    )
+    flip: bool = field(
+        default=False, metadata={"help": "Random horizontal flips (for symmetric subjects)."}
+    )
+    lr_scheduler: str = field(
+        default="constant", metadata={"help": f"Learning-rate schedule: {LR_SCHEDULERS}."}
+    )
+    lr_warmup_steps: int = field(default=0, metadata={"help": "Warm-up steps of the schedule."})
+    checkpoint_every: int = field(
+        default=100, metadata={"help": "Save a resumable checkpoint every N steps (0 = off)."}
+    )
+    keep_checkpoints: int = field(default=2, metadata={"help": "Checkpoints to keep."})
+    resume: bool = field(
+        default=False, metadata={"help": "Continue from the latest checkpoint in output_dir."}
+    )
+    validation_prompt: str | None = field(
+        default=None, metadata={"help": "Prompt of the validation images (default: instance)."}
+    )
+    validation_every: int = field(
+        default=100, metadata={"help": "Render validation images every N steps (0 = off)."}
+    )
+    validation_steps: int = field(default=20, metadata={"help": "Sampler steps per image."})
+    num_validation_images: int = field(default=1, metadata={"help": "Images per validation."})
+    export_kohya: bool = field(
+        default=True,
+        metadata={"help": "Also write <subject>.safetensors for A1111 / Forge / ComfyUI."},
+    )
+    subject_name: str | None = field(
+        default=None, metadata={"help": "Name of the kohya file (default: output folder name)."}
     )
     class_image_steps: int = field(
         default=25, metadata={"help": "Sampler steps for each generated class image."}
@@ -103,6 +144,12 @@ class TrainConfig:
                f"number of class images must be at least 1 (got {self.num_class_images}).")
         _check(self.mixed_precision in MIXED_PRECISION_CHOICES,
                f"mixed precision must be one of {MIXED_PRECISION_CHOICES}.")
+        _check(self.lr_scheduler in LR_SCHEDULERS,
+               f"learning-rate schedule must be one of {LR_SCHEDULERS}.")
+        _check(self.checkpoint_every >= 0 and self.validation_every >= 0,
+               "checkpoint and validation intervals must be >= 0 (0 turns them off).")
+        _check(self.keep_checkpoints >= 1, "keep at least 1 checkpoint.")
+        _check(1 <= self.num_validation_images <= 8, "validation images must be 1-8.")
         if self.with_prior_preservation:
             _check(self.class_dir is not None,
                    "Prior preservation needs a class folder (--class-dir) to keep class images.")

@@ -28,16 +28,27 @@ def add_lora(model, rank: int, targets: list[str]) -> None:
     model.add_adapter(config)
 
 
-def lora_state_dicts(unet, text_encoder=None) -> tuple[dict, dict | None]:
-    """Diffusers-format LoRA state dicts of the trained UNet (and text encoder)."""
-    from diffusers.utils import convert_state_dict_to_diffusers
+def peft_weights(unet, text_encoder=None) -> dict:
+    """LoRA weights keyed `unet.<module path>.lora_A.weight` (and `text_encoder.` ones),
+    the module paths being the models' own; used for checkpoints and kohya export."""
     from peft.utils import get_peft_model_state_dict
 
-    unet_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    te_layers = None
+    weights = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()}
     if text_encoder is not None:
-        te_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(text_encoder))
-    return unet_layers, te_layers
+        weights |= {f"text_encoder.{k}": v
+                    for k, v in get_peft_model_state_dict(text_encoder).items()}
+    return weights
+
+
+def lora_state_dicts(weights: dict) -> tuple[dict, dict | None]:
+    """Diffusers-format LoRA state dicts (UNet, text encoder) from `peft_weights` output."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    parts = {}
+    for prefix in ("unet.", "text_encoder."):
+        part = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        parts[prefix] = convert_state_dict_to_diffusers(part) if part else None
+    return parts["unet."], parts["text_encoder."]
 
 
 def _default_file_mode() -> int:
