@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from pathlib import Path
 
 from .config import GenerateConfig, TrainConfig
@@ -61,7 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resolution", type=_positive_int, default=512)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--batch-size", type=_positive_int, default=1)
-    t.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    t.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto",
+                   help="auto: bf16 where the hardware has it, fp16 on older GPUs.")
+    t.add_argument("--gradient-checkpointing", action="store_true",
+                   help="Less memory, about 30%% slower.")
+    t.add_argument("--use-8bit-adam", action="store_true",
+                   help="8-bit AdamW (needs bitsandbytes, CUDA).")
+    t.add_argument("--no-channels-last", action="store_true",
+                   help="Keep the UNet in the default memory format.")
+    t.add_argument("--flip", action="store_true", help="Random horizontal flips.")
+    t.add_argument("--lr-scheduler", default="constant",
+                   choices=("constant", "constant_with_warmup", "linear", "cosine"))
+    t.add_argument("--lr-warmup-steps", type=int, default=0)
+    t.add_argument("--checkpoint-every", type=int, default=100,
+                   help="Resumable checkpoint every N steps (0 = off).")
+    t.add_argument("--keep-checkpoints", type=_positive_int, default=2)
+    t.add_argument("--resume", action="store_true",
+                   help="Continue from the latest checkpoint in --output.")
+    t.add_argument("--validation-prompt", default=None,
+                   help="Prompt of validation images (default: the instance prompt).")
+    t.add_argument("--validation-every", type=int, default=100,
+                   help="Validation image every N steps (0 = off).")
+    t.add_argument("--no-kohya", action="store_true",
+                   help="Do not also write the A1111/ComfyUI (kohya) file.")
+    t.add_argument("--name", default=None,
+                   help="Subject name for the kohya file (default: the output folder name).")
     t.add_argument("--device", default=None, help="cpu, cuda or mps (default: best found).")
 
     g = sub.add_parser("generate", help="Generate images with a trained LoRA.")
@@ -105,6 +128,8 @@ def _prepare(args) -> int:
 
 
 def _train(args) -> int:
+    import torch
+
     from .training import TrainProgress, train
 
     config = TrainConfig(
@@ -115,6 +140,13 @@ def _train(args) -> int:
         text_encoder_lr=args.text_encoder_lr, train_text_encoder=not args.no_text_encoder,
         rank=args.rank, resolution=args.resolution, seed=args.seed,
         batch_size=args.batch_size, mixed_precision=args.mixed_precision, device=args.device,
+        gradient_checkpointing=args.gradient_checkpointing, use_8bit_adam=args.use_8bit_adam,
+        channels_last=not args.no_channels_last, flip=args.flip,
+        lr_scheduler=args.lr_scheduler, lr_warmup_steps=args.lr_warmup_steps,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        resume=args.resume, validation_prompt=args.validation_prompt,
+        validation_every=args.validation_every, export_kohya=not args.no_kohya,
+        subject_name=args.name,
     )
     every = max(1, config.steps // 20)
 
@@ -125,16 +157,20 @@ def _train(args) -> int:
         eta = f" ~{p.eta_seconds:.0f}s left" if p.eta_seconds else ""
         print(f"[{p.phase}] {p.message}{loss}{eta}", flush=True)
 
-    cancel = threading.Event()
     try:
-        result = train(config, progress=report, cancel=cancel)
+        result = train(config, progress=report)
     except KeyboardInterrupt:
-        cancel.set()
-        print("cancelled", file=sys.stderr)
+        print("interrupted; resume with --resume if a checkpoint was written", file=sys.stderr)
         return 130
+    except torch.cuda.OutOfMemoryError as exc:
+        from .jobs import OOM_ADVICE
+
+        raise DreamStudioError(OOM_ADVICE) from exc
     for path, reason in result.skipped_files:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(result.message)
+    if result.kohya_path:
+        print(f"A1111 / Forge / ComfyUI file: {result.kohya_path}")
     return 0 if result.status == "completed" else 1
 
 

@@ -26,6 +26,10 @@ _KIND = {"lora_A": "lora_down", "lora_B": "lora_up"}
 
 def kohya_module_name(component: str, module_path: str) -> str:
     """`down_blocks.0.attentions.0.proj_in` -> `lora_unet_down_blocks_0_attentions_0_proj_in`."""
+    if component == "text_encoder" and not module_path.startswith("text_model."):
+        # transformers 5 dropped CLIPTextModel's `text_model` wrapper; the tools that read
+        # kohya files expect the classic CLIP path `text_model.encoder.layers.N...`.
+        module_path = "text_model." + module_path
     return _PREFIXES[component] + module_path.replace(".", "_")
 
 

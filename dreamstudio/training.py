@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,99 +32,16 @@ from .lora_files import (
 )
 from .models import load_pipeline, prediction_type
 from .train_data import LatentCache, load_images, tokenize
+from .train_events import ProgressFn, TrainProgress, TrainResult
+from .train_setup import Batches, apply_speedups, make_optimizer, new_accelerator
 from .validation import render_validation
 
 log = logging.getLogger("dreamstudio.training")
 
 
-@dataclass
-class TrainProgress:
-    phase: str  # loading, class_images, training, validation, saving, done, cancelled
-    step: int = 0
-    total_steps: int = 0
-    loss: float | None = None
-    elapsed: float = 0.0
-    eta_seconds: float | None = None
-    message: str = ""
-    validation_images: list[str] = field(default_factory=list)
-
-
-@dataclass
-class TrainResult:
-    status: str  # "completed" or "cancelled"
-    output_dir: Path
-    lora_path: Path | None
-    steps_done: int
-    final_loss: float | None
-    seconds: float
-    losses: list[float] = field(default_factory=list)
-    skipped_files: list[tuple[str, str]] = field(default_factory=list)
-    message: str = ""
-    kohya_path: Path | None = None
-    steps_per_second: float | None = None
-
-
-ProgressFn = Callable[[TrainProgress], None]
 # Settings a checkpoint must share with the run that resumes it.
 _RESUME_KEYS = ("model", "instance_prompt", "class_prompt", "rank", "train_text_encoder",
                 "resolution", "batch_size", "seed")
-
-
-def _new_accelerator(mixed_precision: str, device: torch.device):
-    # Accelerate keeps process-wide singletons; a second run in the same app process with
-    # other settings would otherwise fail with "AcceleratorState has already been initialized".
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, cpu=device.type == "cpu")
-
-
-class _Batches:
-    """Reproducible shuffled passes over N items, `size` at a time."""
-
-    def __init__(self, n: int, size: int, generator: torch.Generator):
-        self.n, self.size, self.generator = n, size, generator
-        self.order: list[int] = []
-
-    def next(self) -> torch.Tensor:
-        picked = []
-        while len(picked) < self.size:
-            if not self.order:
-                self.order = torch.randperm(self.n, generator=self.generator).tolist()
-            picked.append(self.order.pop())
-        return torch.tensor(picked)
-
-
-def _make_optimizer(params: list[dict], use_8bit: bool):
-    if not use_8bit:
-        return torch.optim.AdamW(params, weight_decay=1e-2)
-    try:
-        import bitsandbytes as bnb
-    except ImportError as exc:
-        raise TrainingError(
-            "8-bit Adam needs the optional package bitsandbytes (CUDA only): "
-            "pip install bitsandbytes, or turn 8-bit Adam off."
-        ) from exc
-    return bnb.optim.AdamW8bit(params, weight_decay=1e-2)
-
-
-def _speedups(unet, text_encoder, config: TrainConfig, device: torch.device) -> None:
-    # PyTorch SDPA is diffusers' default attention; xformers only pays off on CUDA.
-    if device.type == "cuda":
-        try:
-            import xformers  # noqa: F401
-
-            unet.enable_xformers_memory_efficient_attention()
-        except Exception:  # noqa: BLE001 - missing or broken xformers: SDPA stays
-            log.info("xformers not available; using PyTorch SDPA attention")
-    if config.channels_last:
-        unet.to(memory_format=torch.channels_last)
-    if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if config.train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
 
 
 def _attach_log_file(output_dir: Path) -> logging.Handler:
@@ -237,7 +152,7 @@ class _Run:
             if class_images is None:
                 return self._cancelled(0)
 
-        accelerator = _new_accelerator(self.precision, device)
+        accelerator = new_accelerator(self.precision, device)
         unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
         noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         self.target_kind = prediction_type(noise_scheduler)
@@ -262,7 +177,7 @@ class _Run:
         # Trainable LoRA weights stay fp32 under mixed precision, so the optimizer and the
         # grad scaler work on fp32 (no "Attempting to unscale FP16 gradients").
         cast_training_params([unet, text_encoder], dtype=torch.float32)
-        _speedups(unet, text_encoder, cfg, device)
+        apply_speedups(unet, text_encoder, cfg, device)
 
         params = [{"params": [p for p in unet.parameters() if p.requires_grad],
                    "lr": cfg.learning_rate}]
@@ -278,7 +193,7 @@ class _Run:
                     "class": text_encoder(class_ids)[0] if class_ids is not None else None,
                 }
         unet.train()
-        optimizer = _make_optimizer(params, cfg.use_8bit_adam)
+        optimizer = make_optimizer(params, cfg.use_8bit_adam)
         lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer,
                                      num_warmup_steps=cfg.lr_warmup_steps,
                                      num_training_steps=cfg.steps)
@@ -292,8 +207,8 @@ class _Run:
 
         # Each process draws its own data and noise (data parallel); one seed per process.
         generator = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)
-        batches = _Batches(len(instance_latents), cfg.batch_size, generator)
-        class_batches = (_Batches(len(class_latents), cfg.batch_size, generator)
+        batches = Batches(len(self.instance.pixels), cfg.batch_size, generator)
+        class_batches = (Batches(len(class_images.pixels), cfg.batch_size, generator)
                          if class_latents else None)
         first_step = 0
         if cfg.resume:
@@ -502,34 +417,3 @@ class _Run:
         self._emit("cancelled", step, loss=loss, message=message)
         return TrainResult("cancelled", cfg.output_dir, None, step, loss, seconds,
                            self.losses, self.skipped, message)
-
-
-def fixed_noise_loss(pipe, pixels: torch.Tensor, prompt: str, seed: int = 0,
-                     num_timesteps: int = 8) -> float:
-    """Denoising loss of `pipe` on `pixels` at fixed noise and evenly spread timesteps.
-
-    The same seed gives the same noise, timesteps and latent samples, so comparing this
-    number before and after training measures what the LoRA learned.
-    """
-    from diffusers import DDPMScheduler
-
-    device = pipe.unet.device
-    generator = torch.Generator().manual_seed(seed)
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    total = scheduler.config.num_train_timesteps
-    timesteps = torch.linspace(total * 0.05, total * 0.95, num_timesteps).long()
-    with torch.no_grad():
-        cache = LatentCache(pipe.vae, pixels, device, pipe.vae.dtype)
-        embeds = pipe.text_encoder(tokenize(pipe.tokenizer, [prompt]).to(device))[0]
-        losses = []
-        for i in range(len(cache)):
-            latents = cache.sample(torch.tensor([i]), generator).repeat(num_timesteps, 1, 1, 1)
-            noise = torch.randn(latents.shape, generator=generator)
-            noisy = scheduler.add_noise(latents, noise, timesteps)
-            pred = pipe.unet(noisy.to(device), timesteps.to(device),
-                             embeds.repeat(num_timesteps, 1, 1)).sample.float().cpu()
-            target = noise
-            if prediction_type(scheduler) == "v_prediction":
-                target = scheduler.get_velocity(latents, noise, timesteps)
-            losses.append(F.mse_loss(pred, target).item())
-    return sum(losses) / len(losses)

@@ -9,12 +9,13 @@ import torch
 from safetensors.torch import load_file
 
 from dreamstudio.config import TrainConfig
+from dreamstudio.denoising_loss import fixed_noise_loss
 from dreamstudio.errors import InputError, TrainingError
 from dreamstudio.jobs import TrainingJobs
 from dreamstudio.lora_files import WEIGHTS_NAME, read_lora_info
 from dreamstudio.models import load_pipeline
 from dreamstudio.train_data import load_images
-from dreamstudio.training import fixed_noise_loss, train
+from dreamstudio.training import train
 
 PROMPT = "a photo of sks dog"
 
