@@ -1,0 +1,97 @@
+"""Helpers shared by the tabs: error display, formatting, model facts the widgets need."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+
+from ..errors import DreamStudioError
+from ..studio import Studio
+
+log = logging.getLogger(__name__)
+
+SD15_SIZE = 512
+
+
+def guarded(outputs: int, status: int = 0) -> Callable[[Callable], Callable]:
+    """Decorate a handler so the user sees messages, never tracebacks.
+
+    A DreamStudioError (a message written for the user) becomes a warning toast and the
+    text of output number `status` (a Markdown); the other outputs stay as they were. Any
+    other exception is logged with its traceback and shown as a short gr.Error.
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except DreamStudioError as exc:
+                gr.Warning(str(exc))
+                result = [gr.skip()] * outputs
+                result[status] = f"⚠️ {exc}"
+                return tuple(result) if outputs > 1 else result[0]
+            except gr.Error:
+                raise
+            except Exception as exc:  # the app must survive any handler failure
+                log.exception("%s failed", fn.__name__)
+                raise gr.Error(short_error(exc)) from None
+
+        return wrapper
+
+    return decorate
+
+
+def short_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return (f"Something went wrong ({type(exc).__name__}: {text}). "
+            "The details are in the terminal that runs the app.")
+
+
+def duration(seconds: float | None) -> str:
+    """'1 h 02 min', '3 min 05 s', '12 s'."""
+    if seconds is None:
+        return "?"
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def model_image_size(model: str) -> int:
+    """The native image side of a local diffusers folder (UNet sample size x VAE scale).
+
+    Hub ids and single files are not opened at startup (that would load or download
+    them); they get SD 1.5's 512.
+    """
+    folder = Path(model).expanduser()
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        sample = unet["sample_size"]
+        sample = sample[0] if isinstance(sample, list | tuple) else sample
+        scale = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+        return int(sample) * scale
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return SD15_SIZE
+
+
+def subject_choices(studio: Studio) -> list[str]:
+    return studio.workspace.subjects()
+
+
+def prepared_subjects(studio: Studio) -> list[str]:
+    """Subjects whose photos are prepared, i.e. ready to train on."""
+    return [s for s in studio.workspace.subjects()
+            if (studio.workspace.photos_dir(s) / "manifest.json").is_file()]
