@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import evaluate
 from .config import GenerateConfig, TrainConfig
 from .errors import DreamStudioError
 from .models import DEFAULT_MODEL
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=int, default=None)
     g.add_argument("--device", default=None)
 
+    evaluate.add_parser(sub)
+
     m = sub.add_parser("tiny-model", help="Write a tiny random SD model (for tests/demos).")
     m.add_argument("output_dir", type=Path)
     return parser
@@ -197,7 +200,7 @@ def _tiny_model(args) -> int:
 
 
 COMMANDS = {"prepare": _prepare, "train": _train, "generate": _generate,
-            "tiny-model": _tiny_model}
+            "evaluate": evaluate.run, "tiny-model": _tiny_model}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -49,6 +50,9 @@ from .lora_files import (
 )
 from .scorers import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL, ClipScorer, DinoScorer
 from .train_data import image_files
+
+if TYPE_CHECKING:
+    from .generation import Generator
 
 JSON_NAME = "fidelity.json"
 CSV_NAME = "fidelity.csv"
@@ -281,7 +285,7 @@ def _embed_real_photos(folder: Path, dino: DinoScorer, clip: ClipScorer):
 
 def evaluate(
     config: EvalConfig,
-    generator,
+    generator: Generator,
     output_dir: Path,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
@@ -322,7 +326,9 @@ def evaluate(
         emit(EvalProgress("generating", i * config.steps, total, message))
 
         def on_step(step, steps, offset=i * config.steps, message=message):
-            emit(EvalProgress("generating", offset + step, total, message))
+            # PNDM (SD 1.x's default sampler) runs one step more than asked: clamp, so the
+            # count never spills into the next prompt's share.
+            emit(EvalProgress("generating", offset + min(step, config.steps), total, message))
 
         folder = output_dir / IMAGES_DIR / f"{i + 1:02d}_{_slug(prompt)}"
         generated = generator.generate(config.generate_config(prompt), folder, on_step, cancel)

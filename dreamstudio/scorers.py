@@ -41,7 +41,7 @@ def _load(what: str, model_id_or_path: str, option: str, load):
         elif _network_hint(exc) is not None:
             reason = ("it is not in the local Hugging Face cache and the Hub cannot be reached "
                       "(or HF_HUB_OFFLINE is set). Download it once with network access "
-                      f"(huggingface-cli download {model_id_or_path}), or pass a local folder")
+                      f"(hf download {model_id_or_path}), or pass a local folder")
         else:
             reason = f"{type(exc).__name__}: {detail}"
         raise InputError(
@@ -67,7 +67,7 @@ class DinoScorer:
         from transformers import AutoImageProcessor, ViTModel
 
         self.name = model_id_or_path
-        self.device = pick_device(device) if not isinstance(device, torch.device) else device
+        self.device = pick_device(device)
         self.batch_size = batch_size
 
         def load(source):
@@ -99,7 +99,7 @@ class ClipScorer:
         from transformers import CLIPModel, CLIPProcessor
 
         self.name = model_id_or_path
-        self.device = pick_device(device) if not isinstance(device, torch.device) else device
+        self.device = pick_device(device)
         self.batch_size = batch_size
 
         def load(source):
