@@ -23,6 +23,9 @@ def describe_source(model: str) -> str:
     if path.is_file():
         return "file"
     if _HUB_ID.match(model) and not model.endswith(SINGLE_FILE_SUFFIXES):
+        # "models/sd15" where ./models exists is a mistyped local path, not a Hub id.
+        if Path(model.split("/")[0]).is_dir():
+            return "missing"
         return "hub"
     return "missing"
 
