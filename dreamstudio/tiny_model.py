@@ -128,3 +128,57 @@ def save_tiny_model(directory: Path, seed: int = 0, prediction_type: str = "epsi
     directory = Path(directory)
     pipe.save_pretrained(directory)
     return directory
+
+
+def save_sd15_architecture(directory: Path, seed: int = 0) -> Path:
+    """Stable Diffusion 1.5's exact architecture with random weights, as a diffusers folder.
+
+    Compute per step equals the real model's, so speed and memory figures measured on it
+    hold for real SD 1.5 weights; its images are noise.
+    """
+    import tempfile
+
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+        num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+        projection_dim=768, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+    ))
+    with tempfile.TemporaryDirectory() as tmp:
+        write_clip_tokenizer_files(Path(tmp))
+        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        num_train_timesteps=1000, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(Path(directory))
+    return Path(directory)

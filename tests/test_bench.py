@@ -1,0 +1,20 @@
+"""The benchmark runs and writes its figures (no timing assertions: figures, not targets)."""
+
+from __future__ import annotations
+
+import json
+
+from dreamstudio.bench import main
+
+
+def test_bench_measures_the_unet_step_and_writes_json(tiny_model, tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["--model", str(tiny_model), "--resolution", "64", "--only", "share",
+                 "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    for key in ("unet_step_bfloat16", "unet_step_float32"):
+        step = data[key]
+        assert step["tflop_per_step"] > 0 and step["step_s"] > 0
+        assert step["matmul_peak_tflops"] > 0
+        assert 0 < step["share_of_peak"] < 2
+    assert data["resolution"] == 64 and "speedups" in data
