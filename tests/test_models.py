@@ -64,3 +64,31 @@ def test_damaged_component_in_a_folder_is_reported(tiny_model, tmp_path):
         weights.write_bytes(b"garbage")
     with pytest.raises(ModelLoadError, match="local diffusers folder"):
         load_pipeline(str(copy), torch.device("cpu"))
+
+
+def test_mistyped_local_path_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    assert describe_source("models/sd15") == "missing"
+    with pytest.raises(ModelLoadError, match="not an existing folder"):
+        load_pipeline("models/sd15", torch.device("cpu"))
+
+
+def test_single_file_checkpoints_go_through_from_single_file(tiny_model, tmp_path, monkeypatch):
+    """Routing only: real single-file weights need the Hub or a config folder (offline here)."""
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import save_file
+
+    checkpoint = tmp_path / "model.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, checkpoint)
+    calls = []
+
+    def fake_from_single_file(path, **kwargs):
+        calls.append((path, kwargs))
+        return StableDiffusionPipeline.from_pretrained(str(tiny_model))
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_single_file", fake_from_single_file)
+    pipe = load_pipeline(str(checkpoint), torch.device("cpu"), config_dir=str(tiny_model))
+    assert calls == [(str(checkpoint), {"dtype": torch.float32, "safety_checker": None,
+                                        "config": str(tiny_model)})]
+    assert pipe.device.type == "cpu"
