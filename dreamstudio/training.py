@@ -53,6 +53,16 @@ def _attach_log_file(output_dir: Path) -> logging.Handler:
     return handler
 
 
+def _run_device(requested: str | None) -> torch.device:
+    """The device of this process. Under `accelerate launch` each process gets its own GPU,
+    which PartialState selects (it must exist before any model is moved)."""
+    if requested:
+        return pick_device(requested)
+    from accelerate import PartialState
+
+    return PartialState().device
+
+
 def train(
     config: TrainConfig,
     progress: ProgressFn | None = None,
@@ -61,7 +71,7 @@ def train(
     """Run one DreamBooth LoRA training; see module docstring."""
     progress = progress or (lambda p: None)
     cancel = cancel or threading.Event()
-    device = pick_device(config.device)
+    device = _run_device(config.device)
     precision = config.mixed_precision
     if precision == "auto":
         precision = auto_mixed_precision(device)
@@ -114,11 +124,15 @@ class _Run:
         def report(done: int, total: int):
             self._emit("class_images", 0, message=f"Class images: {done}/{total}")
 
-        made = generate_missing_class_images(
-            self.pipe, cfg.class_dir, cfg.class_prompt, cfg.num_class_images, cfg.resolution,
-            seed=cfg.seed, steps=cfg.class_image_steps, batch_size=cfg.class_image_batch_size,
-            progress=report, cancel=self.cancel,
-        )
+        from accelerate import PartialState
+
+        # Under several processes only the first generates; the others then find the images.
+        with PartialState().main_process_first():
+            made = generate_missing_class_images(
+                self.pipe, cfg.class_dir, cfg.class_prompt, cfg.num_class_images,
+                cfg.resolution, seed=cfg.seed, steps=cfg.class_image_steps,
+                batch_size=cfg.class_image_batch_size, progress=report, cancel=self.cancel,
+            )
         log.info("class images: %d generated into %s", made, cfg.class_dir)
         if self.cancel.is_set():
             return None
