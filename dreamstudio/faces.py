@@ -52,7 +52,16 @@ def most_prominent(faces: Sequence[Face]) -> Face:
     """The face most likely to be the subject: the biggest one, discounted by its doubt."""
     if not faces:
         raise ValueError("most_prominent() needs at least one face")
-    return max(faces, key=lambda face: face.area * face.prob)
+    return max(faces, key=_prominence)
+
+
+def faces_by_prominence(faces: Sequence[Face]) -> list[Face]:
+    """Faces sorted most prominent first, so "face 1" is the one picked automatically."""
+    return sorted(faces, key=_prominence, reverse=True)
+
+
+def _prominence(face: Face) -> float:
+    return face.area * face.prob
 
 
 class FaceDetector:

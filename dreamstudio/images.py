@@ -2,11 +2,13 @@
 
 Photos come from phones, scanners and editors, so every PIL mode has to land on RGB
 without surprises: transparency must not turn black, 16-bit data must not clip to white,
-and phone photos must stand the way the phone showed them (EXIF orientation).
+and phone photos must stand the way the phone showed them (EXIF orientation). iPhone HEIC
+photos open when pillow-heif is installed, and otherwise get a message saying how to fix it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -25,6 +27,9 @@ IMAGE_SUFFIXES: tuple[str, ...] = (
     ".gif",
     ".tif",
     ".tiff",
+    ".avif",
+    ".heic",
+    ".heif",
 )
 
 # Decompression-bomb guard. 80 MP is above any phone or DSLR photo yet well below what would
@@ -35,8 +40,49 @@ MAX_PIXELS = 80_000_000
 # strong, wrong background colour, grey is the least informative choice.
 BACKGROUND_GREY = (128, 128, 128)
 
+HEIC_ADVICE = "HEIC photo: install pillow-heif (pip install pillow-heif) or convert it to JPEG"
+
+# ISO base-media "ftyp" brands of HEIC/HEIF stills and sequences. AVIF shares the container
+# (and the generic mif1/msf1 brands) but Pillow reads it itself.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm",
+                          b"hevs", b"mif1", b"msf1"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+log = logging.getLogger(__name__)
+
+
+def _register_heif_opener() -> bool:
+    """Let PIL open HEIC/HEIF when the optional pillow-heif package is installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    try:
+        register_heif_opener()
+    except Exception as exc:  # noqa: BLE001 - a broken optional plugin must not stop the app
+        log.warning("pillow-heif is installed but could not be registered: %s", exc)
+        return False
+    return True
+
+
+HEIF_SUPPORT = _register_heif_opener()
+
+
+def is_heif(head: bytes) -> bool:
+    """Whether the first bytes of a file are a HEIC/HEIF 'ftyp' box (not AVIF).
+
+    The box is: 4-byte size, b"ftyp", major brand, 4-byte version, compatible brands.
+    """
+    if len(head) < 12 or head[4:8] != b"ftyp":
+        return False
+    size = int.from_bytes(head[:4], "big")
+    end = min(max(size, 16), len(head))
+    brands = {head[8:12], *(head[i:i + 4] for i in range(16, end - 3, 4))}
+    return not brands & _AVIF_BRANDS and bool(brands & _HEIF_BRANDS)
 
 
 class ImageRejected(InputError):
@@ -79,6 +125,8 @@ def open_rgb(path: str | Path) -> Image.Image:
         reason = f"image too large for the decompression-bomb guard ({exc})"
         raise ImageRejected(reason, path) from None
     except UnidentifiedImageError:
+        if _starts_like_heif(path):
+            raise ImageRejected(HEIC_ADVICE, path) from None
         raise ImageRejected("not an image (PIL cannot identify the format)", path) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # PIL reports corrupt or cut-off data as any of these, depending on the codec.
@@ -96,6 +144,15 @@ def _check_file(path: Path) -> None:
         raise ImageRejected("not a regular file", path)
     if size == 0:
         raise ImageRejected("empty file (0 bytes)", path)
+
+
+def _starts_like_heif(path: Path) -> bool:
+    # Sniffed from the content, like every other format: phones also save HEIC as .jpg.
+    try:
+        with open(path, "rb") as fh:
+            return is_heif(fh.read(64))
+    except OSError:
+        return False
 
 
 def _check_pixel_count(size: tuple[int, int], path: Path) -> None:

@@ -2,6 +2,8 @@
 
 Every photo gets a verdict: kept (with its crop on disk) or rejected (with a reason a person
 understands). One bad photo never stops the batch; the user fixes or drops it and re-runs.
+Kept photos also get warnings (blurry, small, near-duplicate) that the person weighs; their
+review edits (excluded, hand-made crop, chosen face) survive a later re-run.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,14 @@ from typing import Any
 from PIL import Image
 
 from dreamstudio.errors import InputError
-from dreamstudio.faces import FaceDetector, most_prominent, shared_detector
+from dreamstudio.faces import FaceDetector, faces_by_prominence, shared_detector
 from dreamstudio.images import ImageRejected, open_rgb
+from dreamstudio.photo_checks import dhash, review_warnings, sharpness
 
 MODES = ("face", "object")
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
+# 2 added faces, review edits and warnings; version 1 manifests still load.
+MANIFEST_VERSION = 2
 
 # Files that operating systems drop into photo folders; not worth a "not an image" line.
 _JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini"})
@@ -92,7 +96,10 @@ def _is_int(value: object) -> bool:
 
 @dataclass
 class PhotoResult:
-    """The verdict on one source photo. File names only: the manifest must survive a move."""
+    """The verdict on one source photo. File names only: the manifest must survive a move.
+
+    Boxes are (x0, y0, x1, y1) in the upright photo's pixels (EXIF rotation applied).
+    """
 
     source: str
     kept: bool
@@ -101,6 +108,17 @@ class PhotoResult:
     output: str | None = None
     face_prob: float | None = None
     face_box: list[float] | None = None
+    # First 16 hex digits of the source's SHA-256: review edits follow the photo's content,
+    # not its position in the folder listing.
+    digest: str | None = None
+    image_size: list[int] | None = None
+    # Every face found, most prominent first ({"box": [...], "prob": p}); face mode only.
+    faces: list[dict] | None = None
+    face_index: int | None = None  # which of `faces` the crop follows
+    manual_crop: bool = False  # the crop box was set by hand
+    sharpness: float | None = None  # variance of the Laplacian, see photo_checks
+    dhash: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -112,6 +130,25 @@ class PrepareReport:
     complete: bool = True
     # Where the crops live; not written to the manifest so the folder can be moved.
     output_dir: Path | None = None
+    # Output names of kept crops the person left out of training (train_data skips them).
+    excluded: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # about the set as a whole
+
+    @property
+    def used(self) -> list[PhotoResult]:
+        """Kept photos that are not excluded: what training will see."""
+        excluded = set(self.excluded)
+        return [r for r in self.kept if r.output not in excluded]
+
+    def find(self, output: str) -> PhotoResult:
+        """The kept result whose crop is named `output`."""
+        for result in self.kept:
+            if result.output == output:
+                return result
+        raise InputError(
+            f"There is no prepared photo named '{output}'. Pick one of the photos shown on "
+            "the Data tab (or press Prepare again if the list is out of date)."
+        )
 
     @property
     def kept(self) -> list[PhotoResult]:
@@ -135,16 +172,23 @@ class PrepareReport:
             "complete": self.complete,
             "config": asdict(self.config),
             "results": [asdict(r) for r in self.results],
+            "excluded": list(self.excluded),
+            "warnings": list(self.warnings),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], output_dir: Path | None = None) -> PrepareReport:
+        # Unknown keys are dropped so a manifest from a newer version still opens.
+        known = {f.name for f in fields(PhotoResult)}
         return cls(
-            results=[PhotoResult(**r) for r in data["results"]],
+            results=[PhotoResult(**{k: v for k, v in r.items() if k in known})
+                     for r in data["results"]],
             config=PrepareConfig(**data["config"]),
             created=data.get("created", ""),
             complete=bool(data.get("complete", True)),
             output_dir=output_dir,
+            excluded=[str(name) for name in data.get("excluded", [])],
+            warnings=[str(text) for text in data.get("warnings", [])],
         )
 
 
@@ -167,6 +211,17 @@ def crop_box_for_face(face_box: Sequence[float], image_size: tuple[int, int], ma
     top = round((y0 + y1) / 2 - side / 2)
     left = min(max(left, 0), width - side)
     top = min(max(top, 0), height - side)
+    return (left, top, left + side, top + side)
+
+
+def fit_square(x: float, y: float, side: float, image_size: tuple[int, int]) -> Box:
+    """The square with top-left (x, y) and `side`, made to fit the image: the side shrinks
+    to the shorter image side at most, then the square moves inside (never clipped, so the
+    crop stays square). Used for crops set by hand."""
+    width, height = image_size
+    side = max(1, min(round(side), width, height))
+    left = min(max(round(x), 0), width - side)
+    top = min(max(round(y), 0), height - side)
     return (left, top, left + side, top + side)
 
 
@@ -219,6 +274,7 @@ def prepare_photos(
     output_dir = Path(output_dir)
     _refuse_overlap(sources, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    edits = _previous_edits(output_dir)
     _remove_previous_run(output_dir)
     if config.mode == "face" and detector is None:
         detector = shared_detector()
@@ -237,18 +293,76 @@ def prepare_photos(
         if progress is not None:
             progress(index, total, f"Preparing {source.name} ({index + 1}/{total})")
         name = f"{index:0{width}d}_{_safe_stem(source.stem)}.png"
-        result = _prepare_one(source, output_dir / name, config, detector, seen)
+        result = _prepare_one(source, output_dir / name, config, detector, seen, edits)
         report.results.append(result)
+        edit = edits.get((result.source, result.digest or ""))
+        if result.kept and edit is not None and edit.excluded:
+            report.excluded.append(result.output)
         # Rewritten after every photo so an interrupted run still lists its crops, and the
         # next run can clean them up.
         write_manifest(report, output_dir)
 
     report.complete = True
+    review_warnings(report)
     write_manifest(report, output_dir)
     if progress is not None:
         kept, rejected = len(report.kept), len(report.rejected)
         progress(total, total, f"Done: {kept} kept, {rejected} rejected")
     return report
+
+
+@dataclass
+class _Edit:
+    """What the person changed on one photo in the review, carried into the next run."""
+
+    excluded: bool = False
+    crop_box: list[int] | None = None  # set by hand
+    face_index: int | None = None
+
+
+def _previous_edits(output_dir: Path) -> dict[tuple[str, str], _Edit]:
+    """Review edits of the last run, keyed by (source name, content digest).
+
+    Read leniently: a damaged or old manifest just means no edits to keep.
+    """
+    path = output_dir / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        excluded = set(data.get("excluded", []))
+        edits = {}
+        for r in data.get("results", []):
+            if not r.get("kept") or not r.get("digest"):
+                continue
+            box = r.get("crop_box") if r.get("manual_crop") else None
+            face = r.get("face_index")
+            edits[(r["source"], r["digest"])] = _Edit(
+                excluded=r.get("output") in excluded,
+                crop_box=[int(v) for v in box] if box and len(box) == 4 else None,
+                face_index=face if isinstance(face, int) and face > 0 else None,
+            )
+        return edits
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return {}
+
+
+def save_crop(img: Image.Image, box: Sequence[int], size: int, output: Path) -> None:
+    """Cut `box` out of `img`, scale it to size x size and write it as PNG atomically, so a
+    failed re-crop leaves the previous crop in place."""
+    crop = img.resize((size, size), Image.Resampling.LANCZOS, box=tuple(box), reducing_gap=3.0)
+    tmp = output.with_name(f".{output.stem}.tmp.png")
+    try:
+        crop.save(tmp, format="PNG")
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def measure_crop(result: PhotoResult, img: Image.Image, box: Sequence[int]) -> None:
+    """Record the crop box and what the warnings are computed from."""
+    result.crop_box = [int(v) for v in box]
+    result.sharpness = round(sharpness(img, box), 1)
+    result.dhash = dhash(img, box)
 
 
 def _prepare_one(
@@ -257,11 +371,13 @@ def _prepare_one(
     config: PrepareConfig,
     detector: FaceDetector | None,
     seen: dict[str, str],
+    edits: dict[tuple[str, str], _Edit] | None = None,
 ) -> PhotoResult:
     result = PhotoResult(source=source.name, kept=False)
     try:
         img = open_rgb(source)
-        duplicate_of = _note_content(source, seen)
+        result.image_size = list(img.size)
+        duplicate_of = _note_content(source, seen, result)
         if duplicate_of is not None:
             # DreamBooth would see this photo twice as often as the others.
             result.reason = f"duplicate of {duplicate_of} (same file content)"
@@ -273,22 +389,32 @@ def _prepare_one(
                 f"{config.min_short_side} px on the shorter side"
             )
             return result
+        edit = (edits or {}).get((result.source, result.digest or "")) or _Edit()
+        box: Box | None = None
+        if edit.crop_box is not None:
+            x0, y0, x1, _ = edit.crop_box
+            box = fit_square(x0, y0, x1 - x0, img.size)
+            result.manual_crop = True
         if config.mode == "face":
             assert detector is not None
-            faces = detector.detect(img)
-            if not faces:
+            faces = faces_by_prominence(detector.detect(img))
+            result.faces = [{"box": [round(v, 2) for v in f.box], "prob": round(f.prob, 6)}
+                            for f in faces]
+            if not faces and box is None:
                 result.reason = "no face found"
                 return result
-            face = most_prominent(faces)
-            box = crop_box_for_face(face.box, img.size, config.face_margin)
-            result.face_prob = round(face.prob, 6)
-            result.face_box = [round(v, 2) for v in face.box]
-        else:
+            if box is None:
+                index = edit.face_index if edit.face_index is not None else 0
+                index = index if index < len(faces) else 0
+                face = faces[index]
+                box = crop_box_for_face(face.box, img.size, config.face_margin)
+                result.face_index = index
+                result.face_prob = round(face.prob, 6)
+                result.face_box = [round(v, 2) for v in face.box]
+        elif box is None:
             box = centre_crop_box(img.size)
-        crop = img.resize(
-            (config.size, config.size), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0
-        )
-        crop.save(output, format="PNG")
+        save_crop(img, box, config.size, output)
+        measure_crop(result, img, box)
     except ImageRejected as exc:
         result.reason = exc.reason
         return result
@@ -299,13 +425,13 @@ def _prepare_one(
         result.reason = f"unexpected error ({type(exc).__name__}: {exc})"
         return result
     result.kept = True
-    result.crop_box = list(box)
     result.output = output.name
     return result
 
 
-def _note_content(source: Path, seen: dict[str, str]) -> str | None:
+def _note_content(source: Path, seen: dict[str, str], result: PhotoResult) -> str | None:
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    result.digest = digest[:16]
     if digest in seen:
         return seen[digest]
     seen[digest] = source.name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -522,3 +523,169 @@ def test_rejections_name_the_file_and_what_to_do(tmp_path: Path) -> None:
     assert info.value.reason == "file not found"
     assert "gone.jpg" in str(info.value) and "Remove it" in str(info.value)
     assert isinstance(info.value, InputError)
+
+
+# --- more inputs from real life: each gets a clear message or just works ---------------------
+
+
+def test_png_named_jpg_is_read_by_its_content(tmp_path: Path) -> None:
+    path = _save(Image.new("RGB", (16, 16), (10, 200, 30)), tmp_path / "actually_png.jpg",
+                 format="PNG")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert open_rgb(path).getpixel((8, 8)) == (10, 200, 30)  # PNG is lossless: exact
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path: Path) -> None:
+    frames = [Image.new("RGB", (16, 16), c) for c in ((250, 0, 0), (0, 0, 250))]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with Image.open(path) as raw:
+        assert getattr(raw, "n_frames", 1) == 2
+    r, _, b = open_rgb(path).getpixel((8, 8))
+    assert r > 200 and b < 50
+
+
+def _png_48bit(path: Path, rgb16: np.ndarray) -> Path:
+    """A 16-bit-per-channel RGB PNG (PIL can read these but not write them)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    height, width, _ = rgb16.shape
+    rows = b"".join(b"\x00" + rgb16[y].astype(">u2").tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_sixteen_bit_rgb_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    pixels = np.zeros((4, 4, 3), dtype=np.uint16)
+    pixels[..., 0], pixels[..., 1], pixels[..., 2] = 65535, 32768, 1000
+    img = open_rgb(_png_48bit(tmp_path / "deep.png", pixels))
+    assert img.mode == "RGB"
+    assert img.getpixel((1, 1)) == (255, 128, 3)  # about value / 257 per channel
+
+
+def _heic_header(major: bytes = b"heic", compatible: tuple[bytes, ...] = (b"mif1",)) -> bytes:
+    body = b"ftyp" + major + b"\x00\x00\x00\x00" + b"".join(compatible)
+    return (len(body) + 4).to_bytes(4, "big") + body
+
+
+def test_heic_without_pillow_heif_says_how_to_fix_it(tmp_path: Path, monkeypatch) -> None:
+    if images.HEIF_SUPPORT:
+        pytest.skip("pillow-heif is installed here, so HEIC photos open")
+    # Phones also save HEIC with a .jpg name: it is recognised by its content.
+    path = tmp_path / "IMG_0001.jpg"
+    path.write_bytes(_heic_header() + b"\x00\x00\x00\x08meta" + b"\x00" * 200)
+    with pytest.raises(ImageRejected) as info:
+        open_rgb(path)
+    assert info.value.reason == (
+        "HEIC photo: install pillow-heif (pip install pillow-heif) or convert it to JPEG"
+    )
+    assert "IMG_0001.jpg" in str(info.value)
+
+
+def test_heif_brands_are_told_from_avif() -> None:
+    assert images.is_heif(_heic_header())
+    assert images.is_heif(_heic_header(b"mif1", (b"heic", b"miaf")))
+    assert not images.is_heif(_heic_header(b"avif", (b"mif1", b"miaf")))
+    assert not images.is_heif(_heic_header(b"mif1", (b"avif",)))
+    assert not images.is_heif(b"\x00\x00\x00\x18ftypmp42")  # a video, not a photo
+    assert not images.is_heif(b"\xff\xd8\xff\xe0")
+
+
+def test_pillow_heif_opener_is_registered_when_installed(monkeypatch) -> None:
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("pillow_heif")
+    fake.register_heif_opener = lambda: calls.append(True)
+    monkeypatch.setitem(sys.modules, "pillow_heif", fake)
+    assert images._register_heif_opener() is True and calls == [True]
+
+    def broken() -> None:
+        raise RuntimeError("libheif missing")
+
+    fake.register_heif_opener = broken
+    assert images._register_heif_opener() is False  # a broken plugin does not stop the app
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # "not installed"
+    assert images._register_heif_opener() is False
+
+
+def test_real_heic_opens_when_pillow_heif_is_installed(tmp_path: Path) -> None:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    path = _save(Image.new("RGB", (64, 48), (200, 30, 30)), tmp_path / "phone.heic", quality=95)
+    r, g, b = open_rgb(path).getpixel((30, 20))
+    assert r > 180 and g < 60 and b < 60
+
+
+def test_one_bomb_in_a_batch_leaves_the_others_intact(tmp_path: Path, monkeypatch) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    _save(Image.new("RGB", (200, 200), (10, 10, 10)), src / "a.png")
+    _save(Image.new("RGB", (400, 400), (90, 10, 10)), src / "b_huge.png")
+    _save(Image.new("CMYK", (200, 200), (0, 255, 255, 0)), src / "c cmyk.jpg")
+    pal = Image.new("P", (200, 200), 1)
+    pal.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
+    _save(pal, src / "d_palette.png", transparency=0)
+    rgba = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
+    _save(rgba, src / "e_alpha.png")
+    monkeypatch.setattr(images, "MAX_PIXELS", 100_000)  # 400x400 = 160,000 is over
+    report = prepare_photos(list_image_files(src), tmp_path / "out",
+                            PrepareConfig(mode="object", size=128))
+    by_name = {r.source: r for r in report.results}
+    assert [r.source for r in report.kept] == ["a.png", "c cmyk.jpg", "d_palette.png",
+                                               "e_alpha.png"]
+    assert "decompression-bomb guard" in by_name["b_huge.png"].reason
+    with Image.open(tmp_path / "out" / by_name["e_alpha.png"].output) as crop:
+        assert crop.getpixel((5, 5)) == GREY  # transparent: neutral grey, not black
+
+
+def test_odd_names_give_safe_output_names(tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    names = ['say "cheese" now.png', "very " + "long " * 45 + "name.png", "Ünïcödé 写真.png",
+             "it's me.png", "   .png"]
+    for i, name in enumerate(names):
+        _save(Image.new("RGB", (150, 150), (i * 40, 20, 20)), src / name)
+    report = prepare_photos(list_image_files(src), tmp_path / "out",
+                            PrepareConfig(mode="object", size=128))
+    assert all(r.kept for r in report.results)
+    for result in report.results:
+        assert re.fullmatch(r"\d{3}_[A-Za-z0-9_-]{1,60}\.png", result.output), result.output
+        assert (tmp_path / "out" / result.output).is_file()
+    outputs = {r.source: r.output for r in report.results}
+    assert outputs["Ünïcödé 写真.png"].endswith("_Unicode.png")
+    assert outputs["   .png"].endswith("_photo.png")
+
+
+def test_face_mode_records_every_face_and_keeps_edits(
+    tmp_path: Path, detector: FaceDetector, astronaut: Image.Image
+) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    _save(astronaut, src / "a.png")
+    out = tmp_path / "out"
+    report = prepare_photos([src / "a.png"], out, PrepareConfig(mode="face", size=128), detector)
+    (result,) = report.results
+    assert result.digest and result.image_size == [512, 512]
+    assert len(result.faces) == 1 and result.faces[0]["box"] == result.face_box
+    assert result.face_index == 0 and not result.manual_crop
+    assert result.sharpness > 60 and len(result.dhash) == 16
+
+    # An old (version 1) manifest without the new fields still loads.
+    data = json.loads((out / MANIFEST_NAME).read_text())
+    for key in ("digest", "image_size", "faces", "face_index", "manual_crop", "sharpness",
+                "dhash", "warnings"):
+        data["results"][0].pop(key)
+    data.pop("excluded"), data.pop("warnings")
+    data["results"][0]["from_the_future"] = 1
+    (out / MANIFEST_NAME).write_text(json.dumps(data))
+    old = load_manifest(out)
+    assert old.results[0].faces is None and old.excluded == [] and old.kept
