@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dreamstudio.errors import InputError
+from .errors import InputError
 
 # Suffixes offered in file pickers. Loading never filters by suffix: anything PIL opens is used.
 IMAGE_SUFFIXES: tuple[str, ...] = (

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from dreamstudio.errors import InputError
-from dreamstudio.images import open_rgb
-from dreamstudio.photo_checks import review_warnings
-from dreamstudio.prepare import (
+from .errors import InputError
+from .images import open_rgb
+from .photo_checks import review_warnings
+from .prepare import (
     Box,
     PhotoResult,
     PrepareReport,

@@ -23,10 +23,10 @@ from typing import Any
 
 from PIL import Image
 
-from dreamstudio.errors import InputError
-from dreamstudio.faces import FaceDetector, faces_by_prominence, shared_detector
-from dreamstudio.images import ImageRejected, open_rgb
-from dreamstudio.photo_checks import dhash, review_warnings, sharpness
+from .errors import InputError
+from .faces import FaceDetector, faces_by_prominence, shared_detector
+from .images import ImageRejected, open_rgb
+from .photo_checks import dhash, review_warnings, sharpness
 
 MODES = ("face", "object")
 MANIFEST_NAME = "manifest.json"
