@@ -13,7 +13,9 @@ from pathlib import Path
 from . import evaluate
 from .config import GenerateConfig, TrainConfig
 from .errors import DreamStudioError
+from .grid import AXES
 from .models import DEFAULT_MODEL
+from .schedulers import DEFAULT_SAMPLER, SAMPLER_NAMES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-images", type=_positive_int, default=1)
     g.add_argument("--height", type=int, default=None)
     g.add_argument("--width", type=int, default=None)
+    g.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLER_NAMES,
+                   help="Sampler by its A1111 name; Default: the model's own.")
+    g.add_argument("--grid-x", choices=tuple(AXES), default=None,
+                   help="Make one labelled X/Y grid image varying this setting by column.")
+    g.add_argument("--grid-x-values", default=None,
+                   help="e.g. '0, 0.5, 1', '0-1 (+0.25)', '0-1 [5]' or 'Euler a, DDIM'.")
+    g.add_argument("--grid-y", choices=tuple(AXES), default=None,
+                   help="The setting varied by row (optional).")
+    g.add_argument("--grid-y-values", default=None, help="Values of --grid-y, same syntax.")
     g.add_argument("--device", default=None)
 
     evaluate.add_parser(sub)
@@ -124,7 +135,10 @@ def _prepare(args) -> int:
     report = prepare_photos(sources, args.output_dir, config)
     for r in report.results:
         status = f"kept -> {r.output} box={r.crop_box}" if r.kept else f"rejected: {r.reason}"
-        print(f"{r.source}: {status}")
+        notes = "".join(f"\n    warning: {w}" for w in r.warnings)
+        print(f"{r.source}: {status}{notes}")
+    for warning in report.warnings:
+        print(f"warning: {warning}")
     print(f"{len(report.kept)} kept, {len(report.rejected)} rejected; "
           f"manifest: {args.output_dir / 'manifest.json'}")
     return 0 if report.kept else 1
@@ -184,9 +198,18 @@ def _generate(args) -> int:
         prompt=args.prompt, lora_dir=args.lora, negative_prompt=args.negative_prompt,
         unet_scale=args.unet_scale, text_encoder_scale=args.text_encoder_scale,
         guidance=args.guidance, steps=args.steps, seed=args.seed, num_images=args.num_images,
-        height=args.height, width=args.width,
+        height=args.height, width=args.width, sampler=args.sampler,
     )
     generator = Generator(args.model, device=args.device, model_config_dir=args.model_config)
+    if args.grid_x or args.grid_y:
+        from .grid import GridAxis, GridConfig, run_grid
+
+        if not args.grid_x:
+            raise DreamStudioError("--grid-y needs --grid-x (the columns) as well.")
+        y = GridAxis.parse(args.grid_y, args.grid_y_values) if args.grid_y else None
+        grid = GridConfig(config, GridAxis.parse(args.grid_x, args.grid_x_values), y)
+        print(run_grid(generator, grid, args.output).path)
+        return 0
     for item in generator.generate(config, args.output):
         print(item.path)
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .models import DEFAULT_MODEL
+from .schedulers import DEFAULT_SAMPLER, SAMPLER_NAMES
 
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
@@ -185,10 +186,16 @@ class GenerateConfig:
     num_images: int = field(default=1, metadata={"help": "Images to generate."})
     height: int | None = field(default=None, metadata={"help": "Height; model default if None."})
     width: int | None = field(default=None, metadata={"help": "Width; model default if None."})
+    sampler: str = field(
+        default=DEFAULT_SAMPLER,
+        metadata={"help": f"Sampler: {', '.join(SAMPLER_NAMES)} (Default: the model's own)."},
+    )
 
     def __post_init__(self):
         self.lora_dir = _as_path(self.lora_dir)
         _check(bool(self.prompt.strip()), "The prompt is empty.")
+        _check(self.sampler in SAMPLER_NAMES,
+               f"Unknown sampler '{self.sampler}'; choose one of {', '.join(SAMPLER_NAMES)}.")
         _check(0 <= self.unet_scale <= 2, f"UNet LoRA scale must be 0-2 (got {self.unet_scale}).")
         _check(0 <= self.text_encoder_scale <= 2,
                f"text-encoder LoRA scale must be 0-2 (got {self.text_encoder_scale}).")

@@ -1,7 +1,8 @@
 """Generating images with a base model plus an optional subject LoRA.
 
-The pipeline and the loaded LoRA are cached: moving the UNet / text-encoder scale or the
-guidance and generating again only changes adapter weights, it never reloads anything.
+The pipeline and the loaded LoRA are cached: moving the UNet / text-encoder scale, the
+guidance or the sampler and generating again only changes adapter weights or swaps the
+scheduler object, it never reloads anything.
 """
 
 from __future__ import annotations
@@ -21,13 +22,20 @@ from .errors import InputError
 from .lora_files import ADAPTER_NAME, WEIGHTS_NAME, is_lora_dir
 from .metadata import save_png_with_parameters
 from .models import load_pipeline
+from .schedulers import DEFAULT_SAMPLER, a1111_name, make_scheduler
 
 
 @dataclass
 class GeneratedImage:
     image: Image.Image
     seed: int
-    path: Path | None
+    path: Path | None  # None when not saved (no output folder, or the run was stopped)
+
+
+def lora_file_name(lora_dir: Path) -> str:
+    """The name A1111 knows the LoRA by: the stem of its kohya file, else the folder name."""
+    kohya = [p for p in Path(lora_dir).glob("*.safetensors") if p.name != WEIGHTS_NAME]
+    return kohya[0].stem if len(kohya) == 1 else Path(lora_dir).name
 
 
 class Generator:
@@ -40,7 +48,10 @@ class Generator:
         self.dtype = dtype or inference_dtype(self.device)
         self.model_config_dir = model_config_dir
         self._pipe = None
+        self._original_scheduler = None  # the model's own, to return to "Default"
+        self._sampler = DEFAULT_SAMPLER
         self._lora_dir: Path | None = None
+        self._weights: dict | None = None  # adapter weights last set, to skip no-op updates
         self._lock = threading.Lock()
         self.model_loads = 0  # counted so tests and benchmarks can prove nothing reloads
         self.lora_loads = 0
@@ -49,8 +60,29 @@ class Generator:
     def pipeline(self):
         if self._pipe is None:
             self._pipe = load_pipeline(self.model, self.device, self.dtype, self.model_config_dir)
+            self._original_scheduler = self._pipe.scheduler
+            self._sampler = DEFAULT_SAMPLER
             self.model_loads += 1
         return self._pipe
+
+    @property
+    def sampler_name(self) -> str:
+        """A1111 name of the sampler the next image uses (loads the model if needed)."""
+        return a1111_name(self.pipeline.scheduler)
+
+    def sampler_label(self, choice: str) -> str:
+        """A1111 name of a sampler choice; "Default" is named after the model's own."""
+        if choice != DEFAULT_SAMPLER:
+            return choice  # the choices are A1111's names already
+        self.pipeline  # noqa: B018 - loads the model (once) to learn its scheduler
+        return a1111_name(self._original_scheduler)
+
+    def _activate_sampler(self, name: str) -> None:
+        pipe = self.pipeline
+        if name != self._sampler:
+            # Always from the original config: switching A -> B -> Default ends where it began.
+            pipe.scheduler = make_scheduler(name, self._original_scheduler)
+            self._sampler = name
 
     def _activate_lora(self, lora_dir: Path | None, unet_scale: float, te_scale: float) -> None:
         pipe = self.pipeline
@@ -65,6 +97,7 @@ class Generator:
             if self._lora_dir is not None:
                 pipe.unload_lora_weights()
                 self._lora_dir = None
+                self._weights = None
             if lora_dir is not None:
                 try:
                     pipe.load_lora_weights(str(lora_dir), adapter_name=ADAPTER_NAME)
@@ -80,7 +113,20 @@ class Generator:
             loaded = pipe.get_list_adapters()
             weights = {"unet": unet_scale, "text_encoder": te_scale}
             weights = {k: v for k, v in weights.items() if ADAPTER_NAME in loaded.get(k, [])}
-            pipe.set_adapters(ADAPTER_NAME, adapter_weights=weights)
+            # set_adapters walks every LoRA layer; a grid often repeats the same scales.
+            if weights != self._weights:
+                pipe.set_adapters(ADAPTER_NAME, adapter_weights=weights)
+                self._weights = weights
+
+    def _prepare(self, config: GenerateConfig) -> None:
+        self._activate_lora(config.lora_dir, config.unet_scale, config.text_encoder_scale)
+        self._activate_sampler(config.sampler)
+
+    def prepare(self, config: GenerateConfig) -> None:
+        """Load what `config` needs and set its LoRA scales and sampler, without drawing:
+        all the work a generation does besides the pipeline call (the benchmark times it)."""
+        with self._lock:
+            self._prepare(config)
 
     def generate(
         self,
@@ -89,15 +135,20 @@ class Generator:
         progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> list[GeneratedImage]:
-        """Generate `config.num_images` images; image i uses seed `config.seed + i`."""
+        """Generate `config.num_images` images; image i uses seed `config.seed + i`.
+
+        A set `cancel` stops within one sampler step; the half-denoised images are returned
+        (path None) but never saved.
+        """
         with self._lock:
-            self._activate_lora(config.lora_dir, config.unet_scale, config.text_encoder_scale)
+            self._prepare(config)
             pipe = self.pipeline
             total = config.steps
 
             def on_step_end(pipeline, step, timestep, kwargs):
                 if progress is not None:
-                    progress(step + 1, total)
+                    # PNDM (SD 1.x's default) runs one step more than asked: clamp the count.
+                    progress(min(step + 1, total), total)
                 if cancel is not None and cancel.is_set():
                     pipeline._interrupt = True
                 return kwargs
@@ -115,22 +166,34 @@ class Generator:
                 generator=generators,
                 callback_on_step_end=on_step_end,
             ).images
+            sampler_name = a1111_name(pipe.scheduler)
+        stopped = cancel is not None and cancel.is_set()
         results = []
         for image, seed in zip(images, seeds, strict=True):
             path = None
-            if output_dir is not None:
-                params = {**config.to_dict(), "seed": seed, "num_images": 1,
-                          "model": self.model, "height": image.height, "width": image.width,
-                          "sampler": type(pipe.scheduler).__name__}
+            if output_dir is not None and not stopped:
+                params = self.image_parameters(config, seed, image.size, sampler_name)
                 path = save_png_with_parameters(image, Path(output_dir), params)
             results.append(GeneratedImage(image, seed, path))
         return results
+
+    def image_parameters(self, config: GenerateConfig, seed: int, size: tuple[int, int],
+                         sampler_name: str) -> dict:
+        """What a PNG of this generator stores: the config plus what it resolved to."""
+        params = {**config.to_dict(), "seed": seed, "num_images": 1, "model": self.model,
+                  "width": size[0], "height": size[1], "sampler_name": sampler_name}
+        if config.lora_dir is not None:
+            params["lora_name"] = lora_file_name(config.lora_dir)
+        return params
 
     def unload(self) -> None:
         """Drop the pipeline (e.g. before training on a small GPU)."""
         with self._lock:
             self._pipe = None
+            self._original_scheduler = None
+            self._sampler = DEFAULT_SAMPLER
             self._lora_dir = None
+            self._weights = None
             release_memory()
 
 

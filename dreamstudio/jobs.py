@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 
@@ -30,10 +32,24 @@ class JobStatus:
     error: str | None = None
     config: TrainConfig | None = None
     losses: list[float] = field(default_factory=list)
+    # The step of each loss: a resumed run's first loss is at its checkpoint's step + 1.
+    loss_steps: list[int] = field(default_factory=list)
+    # Wall-clock times (time.time()) of the start and the end of the job. The trainer's own
+    # progress.elapsed starts after the model has loaded, which can take minutes.
+    started_at: float | None = None
+    finished_at: float | None = None
 
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the job started (until it ended, once it has); 0 if none ran."""
+        if self.started_at is None:
+            return 0.0
+        end = self.finished_at if self.finished_at is not None else time.time()
+        return max(0.0, end - self.started_at)
 
 
 class TrainingJobs:
@@ -55,7 +71,7 @@ class TrainingJobs:
                 )
             self._cancel = threading.Event()
             self._status = JobStatus("running", TrainProgress("queued", message="Starting"),
-                                     config=config)
+                                     config=config, started_at=time.time())
             self._thread = threading.Thread(
                 target=self._run, args=(config, self._cancel), name="dreamstudio-train",
                 daemon=True,
@@ -67,6 +83,7 @@ class TrainingJobs:
             self._status.progress = progress
             if progress.phase == "training" and progress.loss is not None:
                 self._status.losses.append(progress.loss)
+                self._status.loss_steps.append(progress.step)
 
     def _run(self, config: TrainConfig, cancel: threading.Event) -> None:
         state, result, error = "failed", None, None
@@ -84,11 +101,12 @@ class TrainingJobs:
             self._status.state = state
             self._status.result = result
             self._status.error = error
+            self._status.finished_at = time.time()
 
     def status(self) -> JobStatus:
         with self._lock:
             s = self._status
-            return JobStatus(s.state, s.progress, s.result, s.error, s.config, list(s.losses))
+            return dataclasses.replace(s, losses=list(s.losses), loss_steps=list(s.loss_steps))
 
     def cancel(self) -> bool:
         """Ask the running job to stop after its current step; False if nothing runs."""

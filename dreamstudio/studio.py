@@ -10,16 +10,32 @@ import hashlib
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from . import photo_review
+from .class_gallery import ClassImageSet, add_class_images, list_class_images
 from .config import GenerateConfig, TrainConfig
-from .errors import InputError
-from .generation import GeneratedImage, Generator
+from .errors import InputError, TrainingError
+from .evaluate import EvalConfig, EvalProgress, EvalReport
+from .evaluate import evaluate as run_evaluation
+from .generation import GeneratedImage, Generator, timestamp
+from .grid import GridConfig, GridProgress, GridResult, run_grid
+from .history import HistoryItem, list_history
+from .identifiers import IdentifierAdvisor, IdentifierCheck, load_tokenizer
 from .jobs import JobStatus, TrainingJobs
 from .models import DEFAULT_MODEL
 from .prepare import PrepareConfig, PrepareReport, list_image_files, load_manifest, prepare_photos
-from .workspace import LoraEntry, Workspace, safe_name
+from .runs import (
+    RunInfo,
+    checkpoint_settings,
+    describe_run,
+    free_run_name,
+    list_runs,
+    save_run_settings,
+)
+from .workspace import LoraEntry, Workspace, safe_file_name, safe_name
 
 
 def _digest(path: Path) -> str:
@@ -40,10 +56,18 @@ class Studio:
         self.jobs = TrainingJobs()
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
+        self._subject_locks: dict[str, threading.Lock] = {}
+        self._subject_locks_guard = threading.Lock()
+        self._running: dict[str, set[threading.Event]] = {}  # kind -> stop flags
+        self._scorers: dict[tuple[str, str], object] = {}  # fidelity models, cached
+        self._advisor: IdentifierAdvisor | None = None
+        self._advisor_lock = threading.Lock()
 
     # ---- Data ---------------------------------------------------------------------------
-    def add_photos(self, subject: str, files: list[Path]) -> list[Path]:
-        """Copy uploaded photos into the subject's originals, skipping exact duplicates."""
+    def add_photos(self, subject: str, files: list[Path],
+                   duplicates: list[str] | None = None) -> list[Path]:
+        """Copy uploaded photos into the subject's originals, skipping exact duplicates
+        (their names are appended to `duplicates` when given, so the UI can say so)."""
         originals = self.workspace.originals_dir(subject)
         originals.mkdir(parents=True, exist_ok=True)
         known = {_digest(p) for p in originals.iterdir() if p.is_file()}
@@ -54,9 +78,13 @@ class Studio:
                 continue
             digest = _digest(src)
             if digest in known:
+                if duplicates is not None:
+                    duplicates.append(src.name)
                 continue
             known.add(digest)
-            name = safe_name(src.name.replace("/", "_"), "file") if src.name else "photo"
+            # Repaired, not refused: one photo with quotes or a 200-character name must
+            # not stop the upload of the others.
+            name = safe_file_name(src.name)
             dest = originals / name
             n = 1
             while dest.exists():
@@ -68,32 +96,126 @@ class Studio:
 
     def prepare(self, subject: str, files: list[Path], config: PrepareConfig,
                 progress: Callable[[int, int, str], None] | None = None) -> PrepareReport:
-        """Add `files` to the subject and (re)crop all of its photos into training images."""
-        if files:
-            self.add_photos(subject, files)
-        originals = self.workspace.originals_dir(subject)
-        sources = list_image_files(originals) if originals.is_dir() else []
-        if not sources:
-            raise InputError(
-                f"Subject '{subject}' has no photos yet: upload 3-20 photos of it first."
-            )
-        return prepare_photos(sources, self.workspace.photos_dir(subject), config,
-                              progress=progress)
+        """Add `files` to the subject and (re)crop all of its photos into training images.
+
+        Review edits (exclusions, hand-made crops, chosen faces) are kept for photos that
+        are still there. Uploads that were already in the subject are named in the
+        report's warnings (for this answer only; the manifest does not keep them).
+        """
+        duplicates: list[str] = []
+        with self._subject_lock(subject):
+            if files:
+                self.add_photos(subject, files, duplicates)
+            originals = self.workspace.originals_dir(subject)
+            sources = list_image_files(originals) if originals.is_dir() else []
+            if not sources:
+                raise InputError(
+                    f"Subject '{subject}' has no photos yet: upload 3-20 photos of it first."
+                )
+            report = prepare_photos(sources, self.workspace.photos_dir(subject), config,
+                                    progress=progress)
+        if duplicates:
+            report.warnings.insert(0, (
+                f"{len(duplicates)} uploaded photo{'s were' if len(duplicates) != 1 else ' was'}"
+                f" already in '{subject}' (same file) and not added again: "
+                f"{', '.join(duplicates)}."
+            ))
+        return report
 
     def photos(self, subject: str) -> PrepareReport | None:
         folder = self.workspace.photos_dir(subject)
         return load_manifest(folder) if (folder / "manifest.json").is_file() else None
 
+    # ---- Reviewing photos (each edit is saved to the manifest at once) --------------------
+    def exclude_photo(self, subject: str, photo: str, excluded: bool = True) -> PrepareReport:
+        """Leave the crop named `photo` out of training (excluded=False takes it back)."""
+        with self._subject_lock(subject):
+            return photo_review.set_excluded(self._photos_of(subject), photo, excluded)
+
+    def recrop_photo(self, subject: str, photo: str, x: float, y: float,
+                     side: float) -> PrepareReport:
+        """Crop the square (x, y, side), in the original photo's pixels, by hand."""
+        with self._subject_lock(subject):
+            return photo_review.recrop(self.workspace.originals_dir(subject),
+                                       self._photos_of(subject), photo, x, y, side)
+
+    def choose_face(self, subject: str, photo: str, face: int) -> PrepareReport:
+        """Crop around face number `face` (0 = the most prominent) found in the photo."""
+        with self._subject_lock(subject):
+            return photo_review.choose_face(self.workspace.originals_dir(subject),
+                                            self._photos_of(subject), photo, face)
+
+    def reset_crop(self, subject: str, photo: str) -> PrepareReport:
+        """Back to the automatic crop of the photo."""
+        with self._subject_lock(subject):
+            return photo_review.reset_crop(self.workspace.originals_dir(subject),
+                                           self._photos_of(subject), photo)
+
+    def photo_preview(self, subject: str, photo: str,
+                      box: tuple[float, float, float] | None = None) -> photo_review.Preview:
+        """The original photo with the crop square (x, y, side) drawn on it, and the crop."""
+        report = load_manifest(self._photos_of(subject))
+        return photo_review.preview(self.workspace.originals_dir(subject), report, photo, box)
+
+    def _photos_of(self, subject: str) -> Path:
+        folder = self.workspace.photos_dir(subject)
+        if not (folder / "manifest.json").is_file():
+            raise InputError(
+                f"Subject '{subject}' has no prepared photos: press Prepare on the Data tab first."
+            )
+        return folder
+
+    def _subject_lock(self, subject: str) -> threading.Lock:
+        # One edit of a subject's photos at a time: two handlers rewriting the manifest at
+        # once would lose one of the changes.
+        key = safe_name(subject).casefold()
+        with self._subject_locks_guard:
+            return self._subject_locks.setdefault(key, threading.Lock())
+
+    # ---- Subjects -----------------------------------------------------------------------
+    def rename_subject(self, subject: str, new_name: str) -> str:
+        """Rename a subject with its photos, LoRAs and images; returns the new name."""
+        self._refuse_while_training(subject, "renamed")
+        with self._subject_lock(subject):
+            return self.workspace.rename_subject(subject, new_name)
+
+    def delete_subject(self, subject: str) -> None:
+        """Delete a subject with its photos, LoRAs and generated images, for good."""
+        self._refuse_while_training(subject, "deleted")
+        with self._subject_lock(subject):
+            self.workspace.delete_subject(subject)
+
+    def _refuse_while_training(self, subject: str, what: str) -> None:
+        folder = self.workspace.existing_subject_dir(subject)
+        status = self.jobs.status()
+        if status.running and status.config is not None:
+            run = Path(status.config.output_dir)
+            if run.resolve().is_relative_to(folder):
+                raise InputError(
+                    f"Subject '{subject}' is being trained right now (run '{run.name}'), so it "
+                    f"cannot be {what}. Wait for the run to finish or cancel it on the Train "
+                    "tab, then try again."
+                )
+
     # ---- Training -----------------------------------------------------------------------
     def training_config(self, subject: str, instance_prompt: str, run_name: str | None = None,
-                        class_prompt: str | None = None, **settings) -> TrainConfig:
-        """A TrainConfig for `subject` with workspace paths filled in."""
+                        class_prompt: str | None = None, resume: bool = False,
+                        **settings) -> TrainConfig:
+        """A TrainConfig for `subject` with workspace paths filled in.
+
+        A new run never replaces an existing one of the same name (its LoRA or checkpoints
+        would be lost): that is refused, naming a free name. resume=True continues the
+        named run from its latest checkpoint instead.
+        """
         photos = self.workspace.photos_dir(subject)
         if not (photos / "manifest.json").is_file():
             raise InputError(
                 f"Subject '{subject}' has no prepared photos: prepare them on the Data tab first."
             )
+        if resume and not run_name:
+            raise InputError("Choose the run to resume: pick it in the Run list.")
         run_name = run_name or time.strftime("run-%Y%m%d-%H%M%S")
+        self._check_run_name(subject, run_name, resume)
         resolution = settings.get("resolution", 512)
         class_dir = None
         if class_prompt and class_prompt.strip():
@@ -107,14 +229,96 @@ class Studio:
             class_prompt=class_prompt,
             model_config_dir=self.model_config_dir,
             device=self.device,
+            resume=resume,
             **settings,
         )
 
+    def _check_run_name(self, subject: str, run_name: str, resume: bool) -> None:
+        run = describe_run(self.workspace.new_run_dir(subject, run_name))
+        if resume and not run.resumable:
+            what = ("has a finished LoRA but no checkpoint" if run.has_lora
+                    else "has no checkpoint" if run.exists else "does not exist")
+            raise InputError(
+                f"Cannot resume '{subject} / {run_name}': the run {what}. Press Start "
+                "training to begin a new run."
+            )
+        if not resume and run.exists:
+            free = free_run_name(self.workspace.loras_dir(subject), run_name)
+            hint = (f", or press Resume to continue it from step {run.checkpoint_step}"
+                    if run.resumable else "")
+            raise InputError(
+                f"A run named '{run_name}' already exists for '{subject}'; starting again "
+                f"would replace it. Choose another name (e.g. '{free}'){hint}."
+            )
+
+    def check_resume(self, config: TrainConfig) -> None:
+        """Refuse at once, before any model loads, a resume the trainer would refuse."""
+        saved = checkpoint_settings(config.output_dir)
+        changed = [k for k, v in saved.items() if getattr(config, k, v) != v]
+        if changed:
+            listed = ", ".join(f"{k} (was {saved[k]!r}, now {getattr(config, k)!r})"
+                               for k in changed)
+            raise TrainingError(
+                f"Cannot resume '{config.output_dir.name}': these settings differ from the run "
+                f"that wrote its checkpoint: {listed}. Set them back (pick the run again to "
+                "reload its settings), or start a new run."
+            )
+        run = describe_run(config.output_dir)
+        if run.checkpoint_step is not None and run.checkpoint_step >= config.steps:
+            raise TrainingError(
+                f"The checkpoint of '{config.output_dir.name}' is at step {run.checkpoint_step}; "
+                f"set Steps above {run.checkpoint_step} to continue training."
+            )
+
     def start_training(self, config: TrainConfig) -> None:
+        if config.resume:
+            self.check_resume(config)
         # A GPU rarely holds the inference pipeline and a training run at once.
         if self._generator is not None and self._generator.device.type != "cpu":
             self._generator.unload()
         self.jobs.start(config)
+        # Written once the job is accepted, so a refused start leaves no folder behind;
+        # picking the run later reloads exactly these settings (resume needs them).
+        if not config.resume:
+            save_run_settings(config)
+
+    def runs(self, subject: str) -> list[RunInfo]:
+        """The subject's runs (finished, cancelled with checkpoints, or failed), by name."""
+        return list_runs(self.workspace.loras_dir(subject))
+
+    def run_info(self, subject: str, run_name: str) -> RunInfo:
+        return describe_run(self.workspace.new_run_dir(subject, run_name))
+
+    # ---- Identifier and class images ------------------------------------------------------
+    @property
+    def identifiers(self) -> IdentifierAdvisor:
+        """Identifier checks with the base model's own tokenizer (loaded once, no weights)."""
+        with self._advisor_lock:
+            if self._advisor is None:
+                self._advisor = IdentifierAdvisor(load_tokenizer(self.model,
+                                                                 self.model_config_dir))
+            return self._advisor
+
+    def check_identifier(self, identifier: str, class_noun: str) -> IdentifierCheck:
+        return self.identifiers.check(identifier, class_noun)
+
+    def suggest_identifiers(self, count: int = 5, seed: int = 0) -> list[str]:
+        return self.identifiers.suggest(count, seed)
+
+    def class_images_dir(self, class_prompt: str, resolution: int) -> Path:
+        if not (class_prompt or "").strip():
+            raise InputError("Type a class prompt first, e.g. 'a photo of dog'.")
+        return self.workspace.class_images_dir(self.model, class_prompt, resolution)
+
+    def class_images(self, class_prompt: str, resolution: int, wanted: int) -> ClassImageSet:
+        """The shared class images of this base model, class prompt and resolution."""
+        return list_class_images(self.class_images_dir(class_prompt, resolution), wanted)
+
+    def add_class_images(self, class_prompt: str, resolution: int,
+                         files: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+        """Put your own pictures of the class into the shared folder; training uses them and
+        generates only the rest."""
+        return add_class_images(self.class_images_dir(class_prompt, resolution), files)
 
     def training_status(self) -> JobStatus:
         return self.jobs.status()
@@ -145,3 +349,80 @@ class Studio:
         out = (self.workspace.generated_dir(subject) if subject
                else self.workspace.root / "generated")
         return self.generator.generate(config, out, progress=progress, cancel=cancel)
+
+    def generated_folder(self, subject: str | None) -> Path:
+        """Where a subject's images (and grids) go; the base model's go to <root>/generated."""
+        if subject:
+            return self.workspace.generated_dir(subject)
+        return self.workspace.root / "generated"
+
+    def generate_grid(self, config: GridConfig, subject: str | None = None,
+                      progress: Callable[[GridProgress], None] | None = None,
+                      cancel: threading.Event | None = None) -> GridResult:
+        """An X/Y grid on the cached generator, saved (with its axes) beside the images."""
+        if config.base.lora_dir is not None and not self.workspace.contains(config.base.lora_dir):
+            raise InputError(f"LoRA {config.base.lora_dir} is not inside the workspace.")
+        return run_grid(self.generator, config, self.generated_folder(subject),
+                        progress=progress, cancel=cancel)
+
+    def history(self, subject: str | None) -> list[HistoryItem]:
+        """Earlier images of `subject` (None: of the base model), newest first."""
+        return list_history(self.generated_folder(subject))
+
+    # ---- Stopping what runs ---------------------------------------------------------------
+    @contextmanager
+    def running(self, kind: str) -> Iterator[threading.Event]:
+        """A stop flag for one run of `kind` ("generate", "evaluate"), set by stop(kind)."""
+        event = threading.Event()
+        with self._generator_lock:
+            self._running.setdefault(kind, set()).add(event)
+        try:
+            yield event
+        finally:
+            with self._generator_lock:
+                self._running[kind].discard(event)
+
+    def stop(self, kind: str) -> bool:
+        """Ask every run of `kind` to stop within one sampler step; False if none runs."""
+        with self._generator_lock:
+            events = list(self._running.get(kind, ()))
+        for event in events:
+            event.set()
+        return bool(events)
+
+    # ---- Evaluation -----------------------------------------------------------------------
+    def evaluation_config(self, lora_label: str, **settings) -> EvalConfig:
+        """An EvalConfig for a workspace LoRA, scored against its subject's prepared photos."""
+        entry = self.find_lora(lora_label)
+        if entry is None:
+            raise InputError(f"There is no trained LoRA called '{lora_label}': train one on "
+                             "the Train tab, or refresh the list.")
+        photos = self.workspace.photos_dir(entry.subject)
+        if not photos.is_dir():
+            raise InputError(f"Subject '{entry.subject}' has no prepared photos to compare "
+                             "with: prepare them on the Data tab.")
+        return EvalConfig(lora_dir=entry.path, real_images_dir=photos, **settings)
+
+    def scorers(self, dino_model: str, clip_model: str):
+        """The DINO and CLIP scorers, loaded once per model id and kept for later runs."""
+        from .scorers import ClipScorer, DinoScorer
+
+        device = self.generator.device
+        for key, cls in ((("dino", dino_model), DinoScorer), (("clip", clip_model), ClipScorer)):
+            if key not in self._scorers:
+                self._scorers[key] = cls(key[1], device=device)
+        return self._scorers[("dino", dino_model)], self._scorers[("clip", clip_model)]
+
+    def evaluate(self, config: EvalConfig, progress: Callable[[EvalProgress], None] | None = None,
+                 cancel: threading.Event | None = None) -> tuple[EvalReport, Path]:
+        """Score a LoRA with the cached generator; results go to
+        subjects/<name>/evaluations/<lora>-<time>/ (fidelity.json, fidelity.csv, images/)."""
+        if not self.workspace.contains(config.lora_dir):
+            raise InputError(f"LoRA {config.lora_dir} is not inside the workspace.")
+        subject = config.lora_dir.parent.parent.name
+        output = (self.workspace.subject_dir(subject) / "evaluations"
+                  / f"{config.lora_dir.name}-{timestamp()}")
+        dino, clip = self.scorers(config.dino_model, config.clip_model)
+        report = run_evaluation(config, self.generator, output, progress, cancel,
+                                dino=dino, clip=clip)
+        return report, output

@@ -281,12 +281,13 @@ class _Run:
             self._emit("training", done, loss=self.losses[-1],
                        eta_seconds=per_step * (cfg.steps - done),
                        message=f"Step {done}/{cfg.steps}")
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-                self._checkpoint(accelerator, done, unet, text_encoder, optimizer, lr_scheduler,
-                                 generator, batches, class_batches)
+            # Validate first, so the checkpoint of this step lists its validation image.
             if (cfg.validation_every and done % cfg.validation_every == 0
                     and accelerator.is_main_process):
                 self._validate(accelerator, done)
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                self._checkpoint(accelerator, done, unet, text_encoder, optimizer, lr_scheduler,
+                                 generator, batches, class_batches)
         steps_per_second = (cfg.steps - first_step) / max(time.monotonic() - train_start, 1e-9)
         return self._finish(accelerator, unet, text_encoder, steps_per_second)
 

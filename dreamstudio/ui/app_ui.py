@@ -1,4 +1,5 @@
-"""The whole app: a header and the Data, Train and Generate tabs, wired to one Studio."""
+"""The whole app: a header and the Data, Train, Generate and Evaluate tabs, wired to one
+Studio."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import gradio as gr
 from ..models import describe_source
 from ..studio import Studio
 from .data_tab import build_data_tab
+from .evaluate_tab import build_evaluate_tab
 from .generate_tab import build_generate_tab
 from .train_tab import build_train_tab
 
@@ -24,7 +26,7 @@ def _header(studio: Studio) -> str:
     return (
         "# DreamStudio\n"
         "Teach Stable Diffusion **one subject** from 3-20 photos: "
-        "**1 · Data** → **2 · Train** → **3 · Generate**.\n\n"
+        "**1 · Data** → **2 · Train** → **3 · Generate** → **4 · Evaluate**.\n\n"
         f"Base model: `{studio.model}` ({kind}, loaded on first use) · device: {device} · "
         f"workspace: `{studio.workspace.root}`"
     )
@@ -43,6 +45,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 train = build_train_tab(studio)
             with gr.Tab("3 · Generate", id="generate") as generate_tab_item:
                 generate = build_generate_tab(studio)
+            with gr.Tab("4 · Evaluate", id="evaluate") as evaluate_tab_item:
+                evaluate = build_evaluate_tab(studio)
 
         # The page is built once at startup, so its lists go stale as subjects are prepared
         # and runs finish: refresh them when a page opens and when a tab is opened (cheap
@@ -51,8 +55,12 @@ def build_ui(studio: Studio) -> gr.Blocks:
         demo.load(data.refresh_subjects, data.subject, data.subject, **quiet)
         demo.load(train.refresh_subjects, train.subject, train.subject, **quiet)
         demo.load(generate.load_loras, None, [generate.lora, generate.known], **quiet)
+        demo.load(generate.refresh_history, generate.lora, generate.history_outputs, **quiet)
+        demo.load(evaluate.refresh_loras, evaluate.lora, evaluate.lora, **quiet)
+        evaluate_tab_item.select(evaluate.refresh_loras, evaluate.lora, evaluate.lora, **quiet)
         data.prepare_event.then(train.refresh_subjects, train.subject, train.subject, **quiet)
         train_tab_item.select(train.refresh_subjects, train.subject, train.subject, **quiet)
         generate_tab_item.select(generate.refresh_loras, [generate.lora, generate.known],
-                                 [generate.lora, generate.known], **quiet)
+                                 [generate.lora, generate.known], **quiet).then(
+            generate.refresh_history, generate.lora, generate.history_outputs, **quiet)
     return demo

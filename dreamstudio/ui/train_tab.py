@@ -1,30 +1,43 @@
-"""Train tab: settings for one DreamBooth LoRA run, start/cancel, live progress."""
+"""Train tab: settings for one DreamBooth LoRA run, start/resume/cancel, live progress."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 
-from ..errors import InputError
+from ..errors import DreamStudioError, InputError
+from ..identifiers import IdentifierCheck, compose_prompts
 from ..jobs import JobStatus
-from ..lora_files import is_lora_dir
+from ..presets import PRESETS
+from ..runs import RunInfo
 from ..studio import Studio
-from .common import duration, guarded, model_image_size, prepared_subjects
+from .common import guarded, prepared_subjects
+from .train_form import (
+    FIELDS,
+    FILLABLE,
+    build_advanced,
+    build_form,
+    build_prior_preservation,
+    build_training_settings,
+    form_values,
+    preset_markdown,
+    train_settings,
+)
+from .train_status import (
+    loss_frame,
+    status_dict,
+    status_markdown,
+    validation_items,
+)
 
 POLL_SECONDS = 1.0
-MAX_PLOT_POINTS = 500
-PHASES = {
-    "queued": "Starting",
-    "loading": "Loading the base model",
-    "class_images": "Generating class images",
-    "training": "Training",
-    "saving": "Saving the LoRA",
-    "done": "Done",
-    "cancelled": "Cancelled",
-}
+SUGGESTIONS = 5
+MAX_CLASS_THUMBNAILS = 48
+# The start/resume handlers' inputs: what a TrainConfig is made from.
+RUN_INPUTS = ("subject", "run_name", "instance_prompt", "prior_preservation", "class_prompt")
 
 
 @dataclass
@@ -33,194 +46,251 @@ class TrainTab:
     refresh_subjects: Callable  # current subject -> dropdown update with fresh choices
 
 
-def status_dict(status: JobStatus) -> dict:
-    """The training status as plain JSON data (for the API and the Markdown view)."""
-    p, cfg, result = status.progress, status.config, status.result
-    message = result.message if result else (p.message if p else "")
-    return {
-        "state": status.state,
-        "phase": p.phase if p else None,
-        "step": p.step if p else 0,
-        "total_steps": p.total_steps if p else (cfg.steps if cfg else 0),
-        "loss": p.loss if p else None,
-        "elapsed_seconds": round(p.elapsed, 1) if p else 0.0,
-        "eta_seconds": round(p.eta_seconds, 1) if p and p.eta_seconds is not None else None,
-        "message": message,
-        "error": status.error,
-        "subject": cfg.output_dir.parent.parent.name if cfg else None,
-        "run": cfg.output_dir.name if cfg else None,
-        "lora_dir": str(result.output_dir) if result and result.lora_path else None,
-        "num_losses": len(status.losses),
-    }
+def identifier_markdown(check: IdentifierCheck, instance_prompt: str | None = None,
+                        class_prompt: str | None = None) -> str:
+    """The check of the identifier, and the prompts in use (those of the check unless the
+    form holds others, e.g. a preset's class prompt)."""
+    instance_prompt = check.instance_prompt if instance_prompt is None else instance_prompt
+    class_prompt = check.class_prompt if class_prompt is None else class_prompt
+    prompts = ""
+    if instance_prompt:
+        prompts = f"Instance prompt *{instance_prompt}*"
+        if class_prompt:
+            prompts += f" · class prompt *{class_prompt}*"
+    if not check.identifier:
+        return "⚠️ " + " ".join(check.warnings)
+    pieces = "one token" if check.single_token else f"{len(check.token_ids)} tokens"
+    rarer = ""
+    if check.single_token:
+        share = 100 * check.token_ids[0] / check.vocab_size
+        rarer = f" (#{check.token_ids[0]} of {check.vocab_size:,}, rarer than {share:.0f}%)"
+    head = (f"✅ **{check.identifier}** is {pieces}{rarer}: a good identifier."
+            if check.ok else f"**{check.identifier}** is {pieces}{rarer}.")
+    warnings = "".join(f"\n- ⚠️ {w}" for w in check.warnings)
+    return f"{head}{warnings}\n\n{prompts}".strip()
 
 
-def _bar(step: int, total: int, width: int = 24) -> str:
-    filled = int(width * step / total) if total else 0
-    return f"`{'█' * filled}{'░' * (width - filled)}` {100 * step // max(total, 1)} %"
+def run_markdown(name: str, run: RunInfo | None, status: JobStatus) -> str:
+    if not name:
+        return "A new run: it is named run-&lt;date&gt;-&lt;time&gt; when it starts."
+    cfg = status.config
+    if status.running and cfg is not None and run is not None and cfg.output_dir == run.path:
+        return f"**{name}** is training now."
+    if run is None or not run.exists:
+        return f"**{name}** is a new run: Start training creates it."
+    total = run.total_steps
+    parts = []
+    if run.has_lora:
+        parts.append("finished LoRA" + (f" ({total} steps)" if total else ""))
+    if run.resumable:
+        of = f" of {total}" if total and not run.has_lora else ""
+        parts.append(f"checkpoint at step {run.checkpoint_step}{of}")
+    if not parts:
+        return (f"**{name}** exists but left no checkpoint or LoRA (it failed or was cancelled "
+                "early): choose a new name to train again.")
+    text = f"**{name}**: {', '.join(parts)}."
+    if run.resumable and run.has_lora:
+        text += (f" To train it longer, raise Steps and press **Resume**: it continues from "
+                 f"step {run.checkpoint_step}.")
+    elif run.resumable:
+        text += (f" Press **Resume** to continue from step {run.checkpoint_step} (picking the "
+                 "run loads its settings; resuming needs the same ones).")
+    return text + " Start training needs a new run name."
 
 
-def status_markdown(s: dict) -> str:
-    if s["state"] == "idle":
-        return "No training has run since the app started."
-    run = f"*{s['subject']} / {s['run']}*"
-    loss = f" · loss {s['loss']:.4f}" if s["loss"] is not None else ""
-    steps = f"step {s['step']} / {s['total_steps']}{loss}"
-    took = f"Elapsed {duration(s['elapsed_seconds'])}"
-    if s["state"] == "running":
-        phase = PHASES.get(s["phase"], s["phase"] or "")
-        if s["phase"] == "class_images":
-            phase = s["message"] or phase
-        left = (f" · about **{duration(s['eta_seconds'])} left**"
-                if s["eta_seconds"] is not None else "")
-        return (f"### ⏳ Training {run}\n**{phase}** · {steps}\n\n"
-                f"{_bar(s['step'], s['total_steps'])}\n\n{took}{left}")
-    if s["state"] == "completed":
-        return (f"### ✅ Finished {run}\n{steps} · {took}\n\n{s['message']}\n\n"
-                f"Next: open the **Generate** tab and pick **{s['subject']} / {s['run']}**.")
-    if s["state"] == "cancelled":
-        return f"### ⏹️ Cancelled {run}\n{s['message']}"
-    return f"### ❌ Training {run} failed\n{s['error'] or s['message']}"
-
-
-def _loss_frame(losses: list[float]) -> pd.DataFrame:
-    stride = max(1, -(-len(losses) // MAX_PLOT_POINTS))
-    steps = list(range(1, len(losses) + 1))[::stride]
-    return pd.DataFrame({"step": steps, "loss": losses[::stride]})
+def class_images_markdown(images, class_prompt: str, resolution: int) -> str:
+    have, wanted = len(images.images), images.wanted
+    counts = f"{images.generated} generated by DreamStudio, {images.supplied} yours"
+    text = (f"**{have} of {wanted}** class images for *{class_prompt}* at {resolution} px "
+            f"({counts}). ")
+    if images.missing:
+        text += f"Training first generates the {images.missing} missing with the base model. "
+    elif have > wanted:
+        text += f"Training uses all {have}. "
+    text += ("They are shared: every subject of this class (same prompt, model and "
+             f"resolution) reuses them. Folder: `{images.folder}`")
+    return text
 
 
 class TrainHandlers:
     def __init__(self, studio: Studio):
         self.studio = studio
 
-    @guarded(outputs=1)
-    def start(self, **v) -> str:
-        """Start a training run in the background; returns what happened, for the user."""
-        use_prior = bool(v["prior_preservation"])
-        class_prompt = (v["class_prompt"] or "").strip() if use_prior else None
+    # ---- runs -------------------------------------------------------------------------
+    def _config(self, values: dict, resume: bool):
+        use_prior = bool(values["prior_preservation"])
+        class_prompt = (values["class_prompt"] or "").strip() if use_prior else None
         if use_prior and not class_prompt:
             raise InputError("Prior preservation needs a class prompt, e.g. 'a photo of dog' "
                              "(the instance prompt without the identifier).")
-        cfg = self.studio.training_config(
-            (v["subject"] or "").strip(), (v["instance_prompt"] or "").strip(),
-            run_name=(v["run_name"] or "").strip() or None, class_prompt=class_prompt,
-            num_class_images=int(v["num_class_images"]),
-            prior_loss_weight=float(v["prior_loss_weight"]), steps=int(v["steps"]),
-            learning_rate=float(v["learning_rate"]), text_encoder_lr=float(v["text_encoder_lr"]),
-            train_text_encoder=bool(v["train_text_encoder"]), rank=int(v["rank"]),
-            resolution=int(v["resolution"]), seed=int(v["seed"]),
-            batch_size=int(v["batch_size"]),
+        return self.studio.training_config(
+            (values["subject"] or "").strip(), (values["instance_prompt"] or "").strip(),
+            run_name=(values["run_name"] or "").strip() or None, class_prompt=class_prompt,
+            resume=resume, **train_settings(values),
         )
-        replaces = is_lora_dir(cfg.output_dir)
+
+    @guarded(outputs=1)
+    def start(self, **values) -> str:
+        """Start a new training run in the background; returns what happened, for the user."""
+        cfg = self._config(values, resume=False)
         self.studio.start_training(cfg)
-        text = (f"Training started: **{cfg.output_dir.parent.parent.name} / "
+        return (f"Training started: **{cfg.output_dir.parent.parent.name} / "
                 f"{cfg.output_dir.name}**, {cfg.steps} steps; progress appears below.")
-        if replaces:
-            text += " When it finishes it replaces the earlier LoRA of that name."
-        return text
+
+    @guarded(outputs=1)
+    def resume(self, **values) -> str:
+        """Continue the chosen run from its latest checkpoint, with the same settings."""
+        cfg = self._config(values, resume=True)
+        self.studio.start_training(cfg)
+        step = self.studio.run_info(cfg.output_dir.parent.parent.name,
+                                    cfg.output_dir.name).checkpoint_step
+        return (f"Resuming **{cfg.output_dir.parent.parent.name} / {cfg.output_dir.name}** "
+                f"from step {step} to {cfg.steps}; progress appears below.")
 
     @guarded(outputs=1)
     def cancel(self) -> str:
         if self.studio.cancel_training():
-            return "Cancelling: the run stops after the current step and writes no LoRA."
+            return ("Cancelling: the run stops after the current step, saves a checkpoint if "
+                    "checkpoints are on, and writes no LoRA.")
         return "No training is running, so there is nothing to cancel."
 
     def status(self) -> dict:
-        """The current training status as JSON (state, phase, step, loss, times, message)."""
+        """The current training status as JSON (state, phase, step, loss, times, files)."""
         return status_dict(self.studio.training_status())
 
-    def poll(self, last: tuple | None):
-        """Timer tick: refresh the status text, and the loss plot when it has new points."""
+    def _run(self, subject: str | None, name: str | None) -> RunInfo | None:
+        try:
+            return self.studio.run_info((subject or "").strip(), (name or "").strip())
+        except DreamStudioError:
+            return None
+
+    def run_info(self, subject: str | None, name: str | None) -> str:
+        """What the chosen run holds: a new name, a finished LoRA, a checkpoint (step N)."""
+        name = (name or "").strip()
+        run = self._run(subject, name) if name else None
+        return run_markdown(name, run, self.studio.training_status())
+
+    def _run_names(self, subject: str | None) -> list[str]:
+        try:
+            return [r.name for r in self.studio.runs((subject or "").strip())]
+        except DreamStudioError:
+            return []
+
+    def runs(self, subject: str | None):
+        """The run list of the subject. The value is left alone: this also runs when the
+        list gets the focus, and the user may be typing a new name by the time it returns."""
+        return gr.update(choices=self._run_names(subject))
+
+    def after_start(self, subject: str | None, current: str | None):
+        """After Start: show the run that now trains (its name may have been made up)."""
         status = self.studio.training_status()
-        text = status_markdown(status_dict(status))
+        if status.running and status.config:
+            out = status.config.output_dir
+            if out.parent.parent.name == (subject or "").strip():
+                current = out.name
+        return (gr.update(choices=self._run_names(subject), value=current or ""),
+                self.run_info(subject, current))
+
+    def load_run(self, subject: str | None, name: str | None, identifier: str | None):
+        """Picking an earlier run fills the form with its settings, so Resume matches."""
+        run = self._run(subject, name)
+        values = form_values(run.settings, identifier) if run and run.settings else {}
+        return tuple(values.get(k, gr.skip()) for k in FILLABLE)
+
+    def apply_preset(self, name: str | None, identifier: str | None):
+        preset = PRESETS.get(name or "")
+        values = form_values(preset.settings, identifier) if preset else {}
+        return (preset_markdown(name), *(values.get(k, gr.skip()) for k in FILLABLE))
+
+    def poll(self, last: list | None, subject: str | None, name: str | None):
+        """Timer tick: refresh what changed of the status, loss plot, validation images and
+        (when a run starts or ends) the chosen run's description."""
+        status = self.studio.training_status()
+        s = status_dict(status)
+        text = status_markdown(s)
         run = str(status.config.output_dir) if status.config else None
-        key = (text, run, len(status.losses))
-        if last is not None and tuple(last) == key:
-            return gr.skip(), gr.skip(), last
-        plot = gr.skip()
-        if last is None or tuple(last)[1:] != key[1:]:
-            plot = _loss_frame(status.losses)
-        return text, plot, key
+        key = [text, run, len(status.losses), len(s["validation_images"]), status.state]
+        if last is not None and list(last) == key:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), last
+        old = list(last) if last is not None else [None] * len(key)
+        plot = loss_frame(status.loss_steps, status.losses) if old[1:3] != key[1:3] else gr.skip()
+        gallery = (validation_items(s["validation_images"])
+                   if (old[1], old[3]) != (key[1], key[3]) else gr.skip())
+        info = self.run_info(subject, name) if (old[1], old[4]) != (key[1], key[4]) else gr.skip()
+        return text, plot, gallery, info, key
 
     def subjects(self, current: str | None):
         choices = prepared_subjects(self.studio)
         value = current if current in choices else (choices[0] if choices else None)
         return gr.update(choices=choices, value=value)
 
+    # ---- identifier -------------------------------------------------------------------
+    def identifier_report(self, identifier: str | None, class_noun: str | None,
+                          instance_prompt: str | None = None,
+                          class_prompt: str | None = None) -> str:
+        try:
+            check = self.studio.check_identifier(identifier or "", class_noun or "")
+        except DreamStudioError as exc:  # e.g. no tokenizer offline: prompts still work
+            return f"⚠️ {exc}"
+        return identifier_markdown(check, instance_prompt, class_prompt)
 
-def _settings(studio: Studio) -> dict[str, gr.components.Component]:
-    """The run's settings widgets, keyed by the start handler's parameter names."""
-    subjects = prepared_subjects(studio)
-    w: dict[str, gr.components.Component] = {}
-    w["subject"] = gr.Dropdown(
-        subjects, value=subjects[0] if subjects else None, label="Subject",
-        allow_custom_value=True,  # choices change at runtime; the backend checks the name
-        info="A subject whose photos you prepared on the Data tab.",
-    )
-    w["instance_prompt"] = gr.Textbox(
-        label="Instance prompt", placeholder="a photo of sks dog",
-        info="A rare made-up word (sks) plus what the subject is: 'a photo of sks dog', "
-             "'a photo of sks man'. Use the same words later in your prompts.",
-    )
-    with gr.Accordion("Prior preservation (optional, slower)", open=False):
-        w["prior_preservation"] = gr.Checkbox(
-            False, label="Prior preservation",
-            info="Also trains on generated pictures of the class, so the model keeps "
-                 "knowing what an ordinary dog/man looks like. Generates class images first.",
-        )
-        w["class_prompt"] = gr.Textbox(
-            "", label="Class prompt", placeholder="a photo of dog",
-            info="The instance prompt without the rare word, e.g. 'a photo of dog'.",
-        )
-        w["num_class_images"] = gr.Number(
-            100, label="Number of class images", precision=0, minimum=1,
-            info="Generated once and reused; 100-200 is typical.",
-        )
-        w["prior_loss_weight"] = gr.Number(
-            1.0, label="Prior loss weight", minimum=0, step=0.1,
-            info="How much the class pictures count next to your photos (1.0 = equally).",
-        )
-    with gr.Accordion("Training settings", open=True):
-        with gr.Row():
-            w["steps"] = gr.Number(
-                300, label="Steps", precision=0, minimum=1,
-                info="Training steps. ~300 suits 5-10 photos; far more can over-fit.",
-            )
-            w["resolution"] = gr.Slider(
-                64, 1024, value=model_image_size(studio.model), step=64, label="Resolution",
-                info="Training image side in pixels; the base model's own size is best.",
-            )
-        with gr.Row():
-            w["learning_rate"] = gr.Number(
-                5e-4, label="UNet learning rate", minimum=0, step=1e-5,
-                info="Step size for the image model's LoRA. 5e-4 is a good start.",
-            )
-            w["text_encoder_lr"] = gr.Number(
-                1e-4, label="Text-encoder learning rate", minimum=0, step=1e-5,
-                info="Step size for the text model's LoRA; keep it below the UNet's.",
-            )
-        w["train_text_encoder"] = gr.Checkbox(
-            True, label="Train the text encoder too",
-            info="Helps the model tie your rare word to the subject; slightly slower.",
-        )
-        with gr.Row():
-            w["rank"] = gr.Slider(
-                1, 64, value=4, step=1, label="LoRA rank",
-                info="Capacity of the LoRA: 4-8 is enough for one subject.",
-            )
-            w["batch_size"] = gr.Slider(
-                1, 8, value=1, step=1, label="Batch size",
-                info="Photos per step; more needs more memory.",
-            )
-        with gr.Row():
-            w["seed"] = gr.Number(
-                0, label="Seed", precision=0,
-                info="Same seed + same settings = same result.",
-            )
-            w["run_name"] = gr.Textbox(
-                "", label="Run name", placeholder="automatic: run-<date>-<time>",
-                info="Name of this LoRA; an existing name is replaced.",
-            )
-    return w
+    def compose(self, identifier: str | None, class_noun: str | None):
+        """Instance and class prompt from identifier + class noun, and the identifier's
+        check: its token count, how common it is."""
+        instance, klass = compose_prompts(identifier or "", class_noun or "")
+        return instance, klass or gr.skip(), self.identifier_report(identifier, class_noun)
+
+    def retype_identifier(self, identifier: str | None, class_noun: str | None,
+                          class_prompt: str | None):
+        """A new identifier changes the instance prompt only (the class prompt may be a
+        preset's own wording)."""
+        instance = compose_prompts(identifier or "", class_noun or "")[0]
+        return instance, self.identifier_report(identifier, class_noun, instance, class_prompt)
+
+    @guarded(outputs=5, status=3)
+    def suggest(self, class_noun: str | None, class_prompt: str | None, presses: int | None):
+        """Rare single-token identifiers from the model's vocabulary (new ones each press)."""
+        presses = int(presses or 0)
+        words = self.studio.suggest_identifiers(SUGGESTIONS, seed=presses)
+        if not words:
+            raise InputError("This model's vocabulary has no short rare tokens to suggest; "
+                             "type an identifier yourself.")
+        instance, check = self.retype_identifier(words[0], class_noun, class_prompt)
+        return (gr.update(choices=words, value=words[0], visible=True), words[0], instance,
+                check, presses + 1)
+
+    def pick_suggestion(self, word: str | None, class_noun: str | None,
+                        class_prompt: str | None):
+        return (word or "", *self.retype_identifier(word, class_noun, class_prompt))
+
+    # ---- class images -----------------------------------------------------------------
+    def class_images(self, class_prompt: str | None, resolution: float,
+                     wanted: float | None):
+        """The shared class images of this class prompt, model and resolution."""
+        class_prompt = (class_prompt or "").strip()
+        if not class_prompt:
+            return "Type a class prompt to see its class images.", []
+        images = self.studio.class_images(class_prompt, int(resolution), int(wanted or 0))
+        ordered = sorted(images.images, key=lambda i: i.generated)  # yours first
+        items = [(str(i.path), i.source) for i in ordered[:MAX_CLASS_THUMBNAILS]]
+        text = class_images_markdown(images, class_prompt, int(resolution))
+        if len(ordered) > MAX_CLASS_THUMBNAILS:
+            text += f" (showing {MAX_CLASS_THUMBNAILS})"
+        return text, items
+
+    @guarded(outputs=3)
+    def add_class_images(self, class_prompt: str | None, resolution: float,
+                         wanted: float | None, files: list[str] | None):
+        """Copy your own pictures of the class into the shared class-image folder."""
+        if not (class_prompt or "").strip():
+            raise InputError("Type the class prompt first: your pictures are stored with it.")
+        added, skipped = self.studio.add_class_images(
+            class_prompt.strip(), int(resolution), [Path(f) for f in files or []])
+        text, items = self.class_images(class_prompt, resolution, wanted)
+        note = f"Added {len(added)} picture{'s' if len(added) != 1 else ''}."
+        if skipped:
+            note += " Not added: " + "; ".join(f"{n} ({why})" for n, why in skipped) + "."
+        return f"{note} {text}", items, None
 
 
 def build_train_tab(studio: Studio) -> TrainTab:
@@ -230,28 +300,103 @@ def build_train_tab(studio: Studio) -> TrainTab:
         "expect hours at 512 px. You can keep using the other tabs while it trains."
     )
     with gr.Row():
-        with gr.Column(scale=1, min_width=340):
-            settings = _settings(studio)
+        with gr.Column(scale=1, min_width=360):
+            w = build_form(studio)
+            build_prior_preservation(w)
+            build_training_settings(studio, w)
+            build_advanced(w)
             with gr.Row():
                 start_btn = gr.Button("Start training", variant="primary")
+                resume_btn = gr.Button("Resume")
                 cancel_btn = gr.Button("Cancel", variant="stop")
-        with gr.Column(scale=1, min_width=340):
+        with gr.Column(scale=1, min_width=360):
             message = gr.Markdown()
             status = gr.Markdown(status_markdown(handlers.status()))
+            validation = gr.Gallery(
+                label="Validation images (the LoRA so far, same seed each time)", columns=4,
+                height=260, object_fit="contain", allow_preview=True,
+            )
             plot = gr.LinePlot(
-                _loss_frame([]), x="step", y="loss", label="Training loss",
+                loss_frame([], []), x="step", y="loss", label="Training loss",
                 x_title="step", y_title="loss",
             )
             gr.Markdown(
                 "The loss jumps around from step to step (each step uses a random noise "
-                "level); a slow downward drift is all you should expect."
+                "level); a slow downward drift is all you should expect. The validation "
+                "images show better whether the subject is being learned."
             )
+    for name, component in w.items():  # stable ids for browser tests and custom CSS
+        component.elem_id = component.elem_id or f"train-{name.replace('_', '-')}"
+    _wire(handlers, w, start_btn, resume_btn, cancel_btn, message, status, validation, plot)
+    return TrainTab(subject=w["subject"], refresh_subjects=handlers.subjects)
+
+
+def _wire(handlers: TrainHandlers, w: dict, start_btn, resume_btn, cancel_btn, message,
+          status, validation, plot) -> None:
+    quiet = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
+    fillable = [w[k] for k in FILLABLE]
+    prompts = [w["instance_prompt"], w["class_prompt"], w["identifier_check"]]
+    report_inputs = [w["identifier"], w["class_noun"], w["instance_prompt"], w["class_prompt"]]
+    run_inputs = {k: w[k] for k in (*RUN_INPUTS, *FIELDS)}
+
+    # Progress: one cheap timer for status, plot, validation images and the run's state.
     last = gr.State(None)
-    timer = gr.Timer(POLL_SECONDS)
-    timer.tick(handlers.poll, last, [status, plot, last], api_visibility="private",
-               show_progress="hidden", queue=False)
-    start_btn.click(handlers.start, inputs_kwargs=settings, outputs=message,
-                    api_name="start_training")
+    gr.Timer(POLL_SECONDS).tick(
+        handlers.poll, [last, w["subject"], w["run_name"]],
+        [status, plot, validation, w["run_info"], last], **quiet)
+
+    for button, fn, api in ((start_btn, handlers.start, "start_training"),
+                            (resume_btn, handlers.resume, "resume_training")):
+        button.click(fn, inputs_kwargs=run_inputs, outputs=message, api_name=api).then(
+            handlers.after_start, [w["subject"], w["run_name"]],
+            [w["run_name"], w["run_info"]], **quiet)
     cancel_btn.click(handlers.cancel, None, message, api_name="cancel_training")
     gr.api(handlers.status, api_name="training_status")
-    return TrainTab(subject=settings["subject"], refresh_subjects=handlers.subjects)
+
+    # Runs: the subject's list; picking one shows its state and reloads its settings.
+    # The page is built once: the list is also refreshed when it is opened.
+    for event in (w["subject"].change, w["run_name"].focus):
+        event(handlers.runs, w["subject"], w["run_name"], **quiet)
+    w["run_name"].change(handlers.run_info, [w["subject"], w["run_name"]], w["run_info"],
+                         api_name="run_info", queue=False, show_progress="hidden")
+    # .input: a run chosen from the list or its name typed in (not programmatic changes).
+    w["run_name"].input(
+        handlers.load_run, [w["subject"], w["run_name"], w["identifier"]], fillable, **quiet
+    ).then(handlers.identifier_report, report_inputs, w["identifier_check"], **quiet)
+
+    w["preset"].input(
+        handlers.apply_preset, [w["preset"], w["identifier"]], [w["preset_info"], *fillable],
+        api_name="apply_preset", queue=False, show_progress="hidden",
+    ).then(handlers.identifier_report, report_inputs, w["identifier_check"], **quiet)
+
+    # Identifier: typing recomposes the prompts and re-checks it with the model's tokenizer.
+    # always_last: keystrokes typed while a check is under way must not be dropped.
+    typing = {"show_progress": "hidden", "trigger_mode": "always_last"}
+    w["class_noun"].input(handlers.compose, [w["identifier"], w["class_noun"]], prompts,
+                          api_name="check_identifier", **typing)
+    instance_and_check = [w["instance_prompt"], w["identifier_check"]]
+    w["identifier"].input(handlers.retype_identifier,
+                          [w["identifier"], w["class_noun"], w["class_prompt"]],
+                          instance_and_check, api_visibility="private", **typing)
+    presses = gr.State(0)
+    w["suggest"].click(
+        handlers.suggest, [w["class_noun"], w["class_prompt"], presses],
+        [w["suggestions"], w["identifier"], *instance_and_check, presses],
+        api_name="suggest_identifiers")
+    w["suggestions"].input(
+        handlers.pick_suggestion, [w["suggestions"], w["class_noun"], w["class_prompt"]],
+        [w["identifier"], *instance_and_check], **quiet)
+
+    # Class images: shown for the class prompt in use; your own can be added.
+    class_inputs = [w["class_prompt"], w["resolution"], w["num_class_images"]]
+    class_outputs = [w["class_summary"], w["class_gallery"]]
+    # The API-visible event first: later ones with the same function get suffixed names.
+    w["class_refresh"].click(handlers.class_images, class_inputs, class_outputs,
+                             api_name="class_images", queue=False)
+    for event in (w["class_prompt"].change, w["num_class_images"].change,
+                  w["resolution"].change):
+        event(handlers.class_images, class_inputs, class_outputs, **quiet)
+    w["class_upload"].upload(
+        handlers.add_class_images, [*class_inputs, w["class_upload"]],
+        [*class_outputs, w["class_upload"]], api_name="add_class_images")
+

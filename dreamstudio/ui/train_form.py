@@ -1,0 +1,282 @@
+"""The Train tab's settings form: its widgets, their values as TrainConfig settings, and
+filling it from a preset or from a run's saved settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gradio as gr
+
+from ..config import LR_SCHEDULERS
+from ..errors import InputError
+from ..identifiers import class_noun_of, compose_prompts, split_instance_prompt
+from ..presets import PRESETS
+from ..studio import Studio
+from .common import model_image_size, prepared_subjects
+
+DEFAULT_PRESET = next(iter(PRESETS))
+DEFAULT_IDENTIFIER = "sks"
+MIXED_PRECISION_LABELS = [
+    ("auto (recommended)", "auto"),
+    ("no: full precision", "no"),
+    ("fp16: NVIDIA GPUs", "fp16"),
+    ("bf16: recent GPUs/CPUs", "bf16"),
+]
+
+
+def _text(value) -> str | None:
+    text = (value or "").strip()
+    return text or None
+
+
+# TrainConfig settings taken from the form as they are: name -> (convert, label for errors).
+FIELDS: dict[str, tuple[Callable, str]] = {
+    "steps": (int, "Steps"),
+    "learning_rate": (float, "UNet learning rate"),
+    "text_encoder_lr": (float, "Text-encoder learning rate"),
+    "train_text_encoder": (bool, "Train the text encoder"),
+    "rank": (int, "LoRA rank"),
+    "resolution": (int, "Resolution"),
+    "seed": (int, "Seed"),
+    "batch_size": (int, "Batch size"),
+    "num_class_images": (int, "Number of class images"),
+    "prior_loss_weight": (float, "Prior loss weight"),
+    "flip": (bool, "Random flip"),
+    "export_kohya": (bool, "Export for AUTOMATIC1111 / ComfyUI"),
+    "mixed_precision": (str, "Mixed precision"),
+    "gradient_checkpointing": (bool, "Gradient checkpointing"),
+    "use_8bit_adam": (bool, "8-bit Adam"),
+    "lr_scheduler": (str, "Learning-rate schedule"),
+    "lr_warmup_steps": (int, "Warm-up steps"),
+    "checkpoint_every": (int, "Checkpoint every"),
+    "keep_checkpoints": (int, "Checkpoints to keep"),
+    "validation_prompt": (_text, "Validation prompt"),
+    "validation_every": (int, "Validation image every"),
+}
+# Widgets a preset or a saved run may fill, besides FIELDS.
+PROMPT_FIELDS = ("instance_prompt", "identifier", "class_noun", "prior_preservation",
+                 "class_prompt")
+FILLABLE = (*FIELDS, *PROMPT_FIELDS)
+
+
+def train_settings(values: dict) -> dict:
+    """The form's values as TrainConfig keyword arguments; an empty number is refused by
+    name (Gradio sends None for a cleared Number box)."""
+    settings = {}
+    for name, (convert, label) in FIELDS.items():
+        value = values.get(name)
+        if value is None and convert in (int, float):
+            raise InputError(f"'{label}' is empty: type a number.")
+        settings[name] = convert(value)
+    return settings
+
+
+def form_values(settings: dict, identifier: str | None = None) -> dict:
+    """Widget values for a preset's or a run's settings (TrainConfig names): each present
+    setting fills its field, and the prompts fill the identifier, class noun and prompts."""
+    values = {k: settings[k] for k in FIELDS if k in settings}
+    if "validation_prompt" in values:
+        values["validation_prompt"] = values["validation_prompt"] or ""
+    if "class_prompt" in settings:
+        class_prompt = settings["class_prompt"]
+        values["prior_preservation"] = bool(class_prompt)
+        if class_prompt:
+            values["class_prompt"] = class_prompt
+            values["class_noun"] = class_noun_of(class_prompt)
+    if settings.get("instance_prompt"):
+        values["instance_prompt"] = settings["instance_prompt"]
+        parts = split_instance_prompt(settings["instance_prompt"])
+        if parts:
+            values["identifier"], values["class_noun"] = parts
+    elif identifier and values.get("class_noun"):
+        values["instance_prompt"] = compose_prompts(identifier, values["class_noun"])[0]
+    return values
+
+
+def preset_markdown(name: str | None) -> str:
+    preset = PRESETS.get(name or "")
+    return f"*{preset.description}*" if preset else "Custom settings."
+
+
+def build_form(studio: Studio) -> dict[str, gr.components.Component]:
+    """The run's widgets, keyed by setting name (TrainConfig's where there is one)."""
+    subjects = prepared_subjects(studio)
+    w: dict[str, gr.components.Component] = {}
+    with gr.Row():
+        w["subject"] = gr.Dropdown(
+            subjects, value=subjects[0] if subjects else None, label="Subject",
+            allow_custom_value=True,  # choices change at runtime; the backend checks the name
+            info="A subject whose photos you prepared on the Data tab.",
+        )
+        w["run_name"] = gr.Dropdown(
+            [], value="", label="Run", allow_custom_value=True,
+            info="Type a new name for a new LoRA (empty: run-<date>-<time>), or pick an "
+                 "earlier run to resume it.",
+        )
+    w["run_info"] = gr.Markdown("A new run.")
+    with gr.Row(equal_height=True):
+        w["preset"] = gr.Dropdown(
+            list(PRESETS), value=DEFAULT_PRESET, label="Preset", scale=2,
+            info="A starting point: fills the settings below, which you can still change.",
+        )
+        w["preset_info"] = gr.Markdown(preset_markdown(DEFAULT_PRESET))
+
+    gr.Markdown("#### The subject's name in prompts")
+    with gr.Row():
+        w["identifier"] = gr.Textbox(
+            DEFAULT_IDENTIFIER, label="Identifier",
+            info="A rare word that becomes your subject's name; Suggest picks some from the "
+                 "model's own vocabulary.",
+        )
+        w["class_noun"] = gr.Textbox(
+            "", label="Class noun", placeholder="dog",
+            info="What the subject is: dog, man, woman, backpack...",
+        )
+    with gr.Row(equal_height=True):
+        w["suggest"] = gr.Button("Suggest rare identifiers", scale=0, min_width=200)
+        w["suggestions"] = gr.Radio([], show_label=False, visible=False, scale=1,
+                                    container=False)
+    w["identifier_check"] = gr.Markdown(
+        "Type a class noun to see the prompts; the identifier is checked as you type.")
+    w["instance_prompt"] = gr.Textbox(
+        label="Instance prompt", placeholder="a photo of sks dog",
+        info="Made from the identifier and class noun; you may edit it. Use the same words "
+             "later in your prompts (e.g. 'sks dog on a beach').",
+    )
+    return w
+
+
+def build_prior_preservation(w: dict) -> dict[str, gr.components.Component]:
+    """Prior preservation settings and the shared class images of the chosen class."""
+    with gr.Accordion("Prior preservation (optional, slower)", open=False):
+        w["prior_preservation"] = gr.Checkbox(
+            False, label="Prior preservation",
+            info="Also trains on pictures of the class, so the model keeps knowing what an "
+                 "ordinary dog/man looks like. Missing class pictures are generated first.",
+        )
+        w["class_prompt"] = gr.Textbox(
+            "", label="Class prompt", placeholder="a photo of dog",
+            info="Made from the class noun: the instance prompt without the identifier.",
+        )
+        with gr.Row():
+            w["num_class_images"] = gr.Number(
+                100, label="Number of class images", precision=0, minimum=1,
+                info="Made once and reused; 100-200 is typical.",
+            )
+            w["prior_loss_weight"] = gr.Number(
+                1.0, label="Prior loss weight", minimum=0, step=0.1,
+                info="How much the class pictures count next to your photos (1 = equally).",
+            )
+        w["class_summary"] = gr.Markdown("Type a class prompt to see its class images.")
+        w["class_gallery"] = gr.Gallery(
+            label="Class images", columns=6, height=220, object_fit="cover",
+            allow_preview=True,
+        )
+        with gr.Row():
+            w["class_upload"] = gr.File(
+                label="Add your own class pictures", file_count="multiple",
+                file_types=["image"], height=110, scale=3,
+            )
+            w["class_refresh"] = gr.Button("↻ Refresh", scale=1, min_width=90)
+    return w
+
+
+def build_training_settings(studio: Studio, w: dict) -> dict[str, gr.components.Component]:
+    with gr.Accordion("Training settings", open=True):
+        with gr.Row():
+            w["steps"] = gr.Number(
+                300, label="Steps", precision=0, minimum=1,
+                info="Training steps. ~300 suits 5-10 photos; far more can over-fit.",
+            )
+            w["resolution"] = gr.Slider(
+                64, 1024, value=model_image_size(studio.model), step=64, label="Resolution",
+                info="Training image side in pixels; the base model's own size is best.",
+            )
+        with gr.Row():
+            w["learning_rate"] = gr.Number(
+                5e-4, label="UNet learning rate", minimum=0, step=1e-5,
+                info="Step size for the image model's LoRA. 5e-4 is a good start.",
+            )
+            w["text_encoder_lr"] = gr.Number(
+                1e-4, label="Text-encoder learning rate", minimum=0, step=1e-5,
+                info="Step size for the text model's LoRA; keep it below the UNet's.",
+            )
+        with gr.Row():
+            w["rank"] = gr.Slider(
+                1, 64, value=4, step=1, label="LoRA rank",
+                info="Capacity of the LoRA: 4-8 is enough for one subject.",
+            )
+            w["batch_size"] = gr.Slider(
+                1, 8, value=1, step=1, label="Batch size",
+                info="Photos per step; more needs more memory.",
+            )
+        with gr.Row():
+            w["train_text_encoder"] = gr.Checkbox(
+                True, label="Train the text encoder too",
+                info="Helps the model tie your identifier to the subject; slightly slower.",
+            )
+            w["flip"] = gr.Checkbox(
+                False, label="Random flip",
+                info="Mirrors photos at random, like having twice as many. Leave off for "
+                     "lopsided subjects (text, a parting on one side).",
+            )
+        w["export_kohya"] = gr.Checkbox(
+            True, label="Export for AUTOMATIC1111 / ComfyUI",
+            info="Also save one .safetensors file that AUTOMATIC1111, Forge and ComfyUI load.",
+        )
+    return w
+
+
+def build_advanced(w: dict) -> dict[str, gr.components.Component]:
+    with gr.Accordion("Advanced: previews, checkpoints, memory, schedule", open=False):
+        with gr.Row():
+            w["validation_every"] = gr.Number(
+                100, label="Validation image every (steps)", precision=0, minimum=0,
+                info="Draw a preview every N steps to watch the subject appear (0 = off). "
+                     "Each costs a few seconds (minutes on a CPU).",
+            )
+            w["validation_prompt"] = gr.Textbox(
+                "", label="Validation prompt", placeholder="empty: the instance prompt",
+                info="e.g. 'a photo of sks dog on the beach' shows whether the subject "
+                     "goes into new scenes.",
+            )
+        with gr.Row():
+            w["checkpoint_every"] = gr.Number(
+                100, label="Checkpoint every (steps)", precision=0, minimum=0,
+                info="Save a point to resume from (0 = never): a cancelled or crashed run "
+                     "continues from the latest one.",
+            )
+            w["keep_checkpoints"] = gr.Number(
+                2, label="Checkpoints to keep", precision=0, minimum=1,
+                info="Older ones are deleted to save disk space.",
+            )
+        with gr.Row():
+            w["mixed_precision"] = gr.Dropdown(
+                MIXED_PRECISION_LABELS, value="auto", label="Mixed precision",
+                info="Half precision is faster and needs less memory; 'auto' picks what "
+                     "this computer does well. Choose 'no' if the loss becomes NaN.",
+            )
+            w["seed"] = gr.Number(
+                0, label="Seed", precision=0,
+                info="Same seed + same settings = same result.",
+            )
+        with gr.Row():
+            w["gradient_checkpointing"] = gr.Checkbox(
+                False, label="Gradient checkpointing",
+                info="Less GPU memory, about 30% slower. Try it after an 'out of memory'.",
+            )
+            w["use_8bit_adam"] = gr.Checkbox(
+                False, label="8-bit Adam",
+                info="Keeps the optimizer's memory in 8 bits (NVIDIA GPU + bitsandbytes).",
+            )
+        with gr.Row():
+            w["lr_scheduler"] = gr.Dropdown(
+                list(LR_SCHEDULERS), value="constant", label="Learning-rate schedule",
+                info="constant keeps the rate; linear and cosine lower it towards the end.",
+            )
+            w["lr_warmup_steps"] = gr.Number(
+                0, label="Warm-up steps", precision=0, minimum=0,
+                info="Steps at the start with a rising rate (0 = none; not used by "
+                     "'constant'); helps with high rates.",
+            )
+    return w
