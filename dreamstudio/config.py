@@ -18,12 +18,13 @@ MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 
 
-def _check(condition: bool, message: str) -> None:
+def check(condition: bool, message: str) -> None:
+    """Raise InputError(message) unless `condition`: the one-line validation of configs."""
     if not condition:
         raise InputError(message)
 
 
-def _as_path(value) -> Path | None:
+def as_path(value) -> Path | None:
     return None if value in (None, "") else Path(value).expanduser()
 
 
@@ -122,37 +123,37 @@ class TrainConfig:
     )
 
     def __post_init__(self):
-        self.instance_dir = _as_path(self.instance_dir)
-        self.output_dir = _as_path(self.output_dir)
-        self.class_dir = _as_path(self.class_dir)
+        self.instance_dir = as_path(self.instance_dir)
+        self.output_dir = as_path(self.output_dir)
+        self.class_dir = as_path(self.class_dir)
         if self.class_prompt is not None and not self.class_prompt.strip():
             self.class_prompt = None
-        _check(self.instance_dir is not None, "An instance folder (the subject's photos) is needed.")
-        _check(self.output_dir is not None, "An output folder for the LoRA is needed.")
-        _check(bool(self.instance_prompt.strip()),
+        check(self.instance_dir is not None, "An instance folder (the subject's photos) is needed.")
+        check(self.output_dir is not None, "An output folder for the LoRA is needed.")
+        check(bool(self.instance_prompt.strip()),
                "The instance prompt is empty; use e.g. 'a photo of sks dog'.")
-        _check(self.steps >= 1, f"steps must be at least 1 (got {self.steps}).")
-        _check(self.learning_rate > 0, f"learning rate must be > 0 (got {self.learning_rate}).")
-        _check(self.text_encoder_lr > 0,
+        check(self.steps >= 1, f"steps must be at least 1 (got {self.steps}).")
+        check(self.learning_rate > 0, f"learning rate must be > 0 (got {self.learning_rate}).")
+        check(self.text_encoder_lr > 0,
                f"text-encoder learning rate must be > 0 (got {self.text_encoder_lr}).")
-        _check(1 <= self.rank <= 256, f"rank must be between 1 and 256 (got {self.rank}).")
-        _check(64 <= self.resolution <= 2048 and self.resolution % 8 == 0,
+        check(1 <= self.rank <= 256, f"rank must be between 1 and 256 (got {self.rank}).")
+        check(64 <= self.resolution <= 2048 and self.resolution % 8 == 0,
                f"resolution must be a multiple of 8 between 64 and 2048 (got {self.resolution}).")
-        _check(self.batch_size >= 1, f"batch size must be at least 1 (got {self.batch_size}).")
-        _check(self.prior_loss_weight >= 0,
+        check(self.batch_size >= 1, f"batch size must be at least 1 (got {self.batch_size}).")
+        check(self.prior_loss_weight >= 0,
                f"prior loss weight must be >= 0 (got {self.prior_loss_weight}).")
-        _check(self.num_class_images >= 1,
+        check(self.num_class_images >= 1,
                f"number of class images must be at least 1 (got {self.num_class_images}).")
-        _check(self.mixed_precision in MIXED_PRECISION_CHOICES,
+        check(self.mixed_precision in MIXED_PRECISION_CHOICES,
                f"mixed precision must be one of {MIXED_PRECISION_CHOICES}.")
-        _check(self.lr_scheduler in LR_SCHEDULERS,
+        check(self.lr_scheduler in LR_SCHEDULERS,
                f"learning-rate schedule must be one of {LR_SCHEDULERS}.")
-        _check(self.checkpoint_every >= 0 and self.validation_every >= 0,
+        check(self.checkpoint_every >= 0 and self.validation_every >= 0,
                "checkpoint and validation intervals must be >= 0 (0 turns them off).")
-        _check(self.keep_checkpoints >= 1, "keep at least 1 checkpoint.")
-        _check(1 <= self.num_validation_images <= 8, "validation images must be 1-8.")
+        check(self.keep_checkpoints >= 1, "keep at least 1 checkpoint.")
+        check(1 <= self.num_validation_images <= 8, "validation images must be 1-8.")
         if self.with_prior_preservation:
-            _check(self.class_dir is not None,
+            check(self.class_dir is not None,
                    "Prior preservation needs a class folder (--class-dir) to keep class images.")
         elif self.class_dir is not None:
             raise InputError(
@@ -192,19 +193,19 @@ class GenerateConfig:
     )
 
     def __post_init__(self):
-        self.lora_dir = _as_path(self.lora_dir)
-        _check(bool(self.prompt.strip()), "The prompt is empty.")
-        _check(self.sampler in SAMPLER_NAMES,
+        self.lora_dir = as_path(self.lora_dir)
+        check(bool(self.prompt.strip()), "The prompt is empty.")
+        check(self.sampler in SAMPLER_NAMES,
                f"Unknown sampler '{self.sampler}'; choose one of {', '.join(SAMPLER_NAMES)}.")
-        _check(0 <= self.unet_scale <= 2, f"UNet LoRA scale must be 0-2 (got {self.unet_scale}).")
-        _check(0 <= self.text_encoder_scale <= 2,
+        check(0 <= self.unet_scale <= 2, f"UNet LoRA scale must be 0-2 (got {self.unet_scale}).")
+        check(0 <= self.text_encoder_scale <= 2,
                f"text-encoder LoRA scale must be 0-2 (got {self.text_encoder_scale}).")
-        _check(1 <= self.guidance <= 20, f"guidance must be 1-20 (got {self.guidance}).")
-        _check(1 <= self.steps <= 200, f"steps must be 1-200 (got {self.steps}).")
-        _check(1 <= self.num_images <= 16, f"number of images must be 1-16 (got {self.num_images}).")
+        check(1 <= self.guidance <= 20, f"guidance must be 1-20 (got {self.guidance}).")
+        check(1 <= self.steps <= 200, f"steps must be 1-200 (got {self.steps}).")
+        check(1 <= self.num_images <= 16, f"number of images must be 1-16 (got {self.num_images}).")
         for name in ("height", "width"):
             value = getattr(self, name)
-            _check(value is None or (64 <= value <= 2048 and value % 8 == 0),
+            check(value is None or (64 <= value <= 2048 and value % 8 == 0),
                    f"{name} must be a multiple of 8 between 64 and 2048 (got {value}).")
 
     def to_dict(self) -> dict:

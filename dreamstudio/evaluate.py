@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .config import GenerateConfig
+from .config import GenerateConfig, as_path, check
 from .errors import InputError
 from .eval_prompts import (
     KINDS,
@@ -62,15 +62,6 @@ METRICS = ("dino", "clip_i", "clip_t")
 _REAL_CHUNK = 8
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise InputError(message)
-
-
-def _as_path(value) -> Path | None:
-    return None if value in (None, "") else Path(value).expanduser()
-
-
 @dataclass
 class EvalConfig:
     lora_dir: Path
@@ -93,29 +84,29 @@ class EvalConfig:
     clip_model: str = DEFAULT_CLIP_MODEL
 
     def __post_init__(self):
-        self.lora_dir = _as_path(self.lora_dir)
-        self.real_images_dir = _as_path(self.real_images_dir)
-        _check(self.lora_dir is not None, "A LoRA folder to evaluate is needed.")
-        _check(is_lora_dir(self.lora_dir),
+        self.lora_dir = as_path(self.lora_dir)
+        self.real_images_dir = as_path(self.real_images_dir)
+        check(self.lora_dir is not None, "A LoRA folder to evaluate is needed.")
+        check(is_lora_dir(self.lora_dir),
                f"No LoRA found in {self.lora_dir}: it has no {WEIGHTS_NAME}. "
                "Train one first, or pick the folder the training wrote.")
-        _check(self.real_images_dir is not None and self.real_images_dir.is_dir(),
+        check(self.real_images_dir is not None and self.real_images_dir.is_dir(),
                f"Real photo folder {self.real_images_dir} does not exist; pass the folder of "
                "the subject's photos (or its prepared crops).")
         self._resolve_subject()
         if self.kind is None:
             self.kind = infer_kind(self.class_noun)
-        _check(self.kind in KINDS, f"kind must be 'object' or 'live' (got {self.kind!r}).")
+        check(self.kind in KINDS, f"kind must be 'object' or 'live' (got {self.kind!r}).")
         if self.prompts is not None:
             self.prompts = [p.strip() for p in self.prompts if p and p.strip()]
-            _check(bool(self.prompts), "The prompt list is empty; leave it unset to use the "
+            check(bool(self.prompts), "The prompt list is empty; leave it unset to use the "
                                        "paper's 25 prompts.")
-        _check(self.num_prompts is None or self.num_prompts >= 1,
+        check(self.num_prompts is None or self.num_prompts >= 1,
                f"number of prompts must be at least 1 (got {self.num_prompts}).")
-        _check(1 <= self.images_per_prompt <= 16,
+        check(1 <= self.images_per_prompt <= 16,
                f"images per prompt must be 1-16 (got {self.images_per_prompt}).")
         for name in ("dino_model", "clip_model"):
-            _check(bool(str(getattr(self, name)).strip()), f"{name} is empty.")
+            check(bool(str(getattr(self, name)).strip()), f"{name} is empty.")
         # The generation settings are GenerateConfig's: let it check them with its messages.
         self.generate_config(self.prompt_pairs()[0][0])
 

@@ -49,17 +49,36 @@ def write_clip_tokenizer_files(directory: Path) -> tuple[Path, Path]:
     return vocab_path, merges_path
 
 
+def _assemble(unet, vae, text_encoder, prediction_type: str):
+    """A StableDiffusionPipeline around the given models with the real CLIP tokenizer and
+    SD 1.x's PNDM scheduler settings."""
+    import tempfile
+
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_clip_tokenizer_files(Path(tmp))
+        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        num_train_timesteps=1000, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1,
+        prediction_type=prediction_type,
+    )
+    return StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
 def build_tiny_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
     """Return a seeded StableDiffusionPipeline whose images are 64x64 (latents 32x32)."""
-    import tempfile
 
     from diffusers import (
         AutoencoderKL,
-        PNDMScheduler,
-        StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -97,29 +116,7 @@ def build_tiny_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
             pad_token_id=49407,
         )
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        write_clip_tokenizer_files(Path(tmp))
-        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
-    scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        skip_prk_steps=True,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return _assemble(unet, vae, text_encoder, prediction_type)
 
 
 def save_tiny_model(directory: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
@@ -136,15 +133,12 @@ def save_sd15_architecture(directory: Path, seed: int = 0) -> Path:
     Compute per step equals the real model's, so speed and memory figures measured on it
     hold for real SD 1.5 weights; its images are noise.
     """
-    import tempfile
 
     from diffusers import (
         AutoencoderKL,
-        PNDMScheduler,
-        StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -169,16 +163,6 @@ def save_sd15_architecture(directory: Path, seed: int = 0) -> Path:
         num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
         projection_dim=768, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
     ))
-    with tempfile.TemporaryDirectory() as tmp:
-        write_clip_tokenizer_files(Path(tmp))
-        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
-    scheduler = PNDMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        num_train_timesteps=1000, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
+    pipe = _assemble(unet, vae, text_encoder, "epsilon")
     pipe.save_pretrained(Path(directory))
     return Path(directory)

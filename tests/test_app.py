@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -19,12 +18,6 @@ pytestmark = pytest.mark.slow
 
 SUBJECT = "dog"
 PROMPT = "a photo of sks dog"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train_args(run_name: str, steps: int) -> dict:
@@ -48,28 +41,13 @@ def _wait_until_done(client, timeout: float = 120) -> dict:
 
 
 @pytest.fixture(scope="module")
-def app(tiny_model, tmp_path_factory):
+def app(tiny_model, tmp_path_factory, app_runner):
     from gradio_client import Client
 
     workspace = tmp_path_factory.mktemp("workspace")
-    port = _free_port()
-    old_temp = os.environ.get("GRADIO_TEMP_DIR")
-    demo, studio = launch(
-        ["--model", str(tiny_model), "--workspace", str(workspace), "--port", str(port),
-         "--device", "cpu"],
-        block=False, quiet=True,
-    )
-    try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        yield client, studio, workspace, port
-    finally:
-        studio.cancel_training()
-        studio.jobs.wait(30)
-        demo.close()
-        if old_temp is None:
-            os.environ.pop("GRADIO_TEMP_DIR", None)
-        else:
-            os.environ["GRADIO_TEMP_DIR"] = old_temp
+    with app_runner(tiny_model, workspace) as (url, studio):
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        yield Client(url, verbose=False), studio, workspace, port
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -21,31 +20,10 @@ pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def page_url(tiny_model, tmp_path_factory):
-    from dreamstudio.ui.launch import launch
-
-    workspace = tmp_path_factory.mktemp("browser-ws")
-    port = _free_port()
-    old_temp = os.environ.get("GRADIO_TEMP_DIR")
-    demo, studio = launch(["--model", str(tiny_model), "--workspace", str(workspace),
-                           "--port", str(port), "--device", "cpu"], block=False, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/", studio
-    finally:
-        studio.cancel_training()
-        studio.jobs.wait(30)
-        demo.close()
-        if old_temp is None:
-            os.environ.pop("GRADIO_TEMP_DIR", None)
-        else:
-            os.environ["GRADIO_TEMP_DIR"] = old_temp
+def page_url(tiny_model, tmp_path_factory, app_runner):
+    with app_runner(tiny_model, tmp_path_factory.mktemp("browser-ws")) as (url, studio):
+        yield url, studio
 
 
 @pytest.fixture(scope="module")

@@ -283,3 +283,15 @@ def test_grid_stops_between_and_within_cells(generator, lora_dir, tmp_path):
     result = run_grid(generator, long, tmp_path, cancel=within, progress=on_progress)
     assert result.status == "cancelled" and result.done == 0
     assert max(steps) < 30 and result.image.width >= 2 * 64
+
+
+def test_switching_loras_keeps_the_requested_scales(generator, lora_dir, tmp_path):
+    """Scales are only re-sent when they change; a newly loaded LoRA must still get them."""
+    import shutil
+
+    copy = shutil.copytree(lora_dir, tmp_path / "same-lora")
+    first = _image(generator, lora_dir=lora_dir, unet_scale=0.5, text_encoder_scale=0.5)
+    loads = generator.lora_loads
+    other = _image(generator, lora_dir=copy, unet_scale=0.5, text_encoder_scale=0.5)
+    assert generator.lora_loads == loads + 1
+    assert np.array_equal(first, other)

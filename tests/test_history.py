@@ -53,3 +53,48 @@ def test_settings_go_back_to_the_controls_and_old_sampler_names_fall_back(tmp_pa
     assert base["lora_dir"] is None and base["seed"] == 4 and base["height"] == 0
     grid = {"x": {"axis": "seed", "label": "Seed", "values": [1, 2]}, "y": None}
     assert settings_from({**PARAMS, "grid": grid})["grid"] == grid
+
+
+def test_one_click_on_a_history_image_fills_the_controls(tmp_path):
+    """The Generate tab's click handler, without a browser: outputs in the wired order."""
+    import gradio as gr
+
+    from dreamstudio.lora_files import WEIGHTS_NAME
+    from dreamstudio.studio import Studio
+    from dreamstudio.ui.generate_tab import RESTORED, GenerateHandlers
+
+    studio = Studio(tmp_path / "ws", model="/m/tiny")
+    lora = studio.workspace.new_run_dir("dog", "run1")
+    lora.mkdir(parents=True)
+    (lora / WEIGHTS_NAME).write_bytes(b"")
+    folder = studio.workspace.generated_dir("dog")
+    image = _save(folder, 1_000, lora_dir=str(lora))
+    grid = _save(folder, 2_000, lora_dir=str(lora), grid={
+        "x": {"axis": "unet_scale", "label": "LoRA UNet scale", "values": [0.0, 0.5]},
+        "y": {"axis": "sampler", "label": "Sampler", "values": ["DDIM", "Euler a"]}})
+    handlers = GenerateHandlers(studio)
+    gallery, files, note = handlers.show_history("dog / run1")
+    assert files == [grid.name, image.name] and "2 earlier image(s)" in note
+    assert gallery[0][1].startswith("grid: LoRA UNet scale × Sampler")
+
+    def click(index):
+        return handlers.pick_history("dog / run1", files, gr.SelectData(None, {
+            "index": index, "value": None}))
+
+    out = click(1)
+    restored = dict(zip(RESTORED, out[:len(RESTORED)], strict=True))
+    assert restored == {k: v for k, v in settings_from(PARAMS).items() if k in RESTORED}
+    assert out[len(RESTORED)] == "dog / run1"  # the LoRA dropdown
+    assert "Sampler: Euler a" in out[-1] and image.name in out[-1]
+    x_axis, x_values, y_axis, y_values = out[len(RESTORED) + 1:-1]
+    assert (x_axis, x_values, y_axis, y_values) == (gr.skip(),) * 4  # not a grid
+
+    out = click(0)
+    assert out[len(RESTORED) + 1:-1] == ("unet_scale", "0, 0.5", "sampler", "DDIM, Euler a")
+    # An image of a LoRA deleted since: its settings load, the LoRA choice stays as it was.
+    old = studio.workspace.new_run_dir("dog", "old")
+    _save(folder, 3_000, lora_dir=str(old), seed=5)
+    files = handlers.show_history("dog / run1")[1]
+    out = click(0)
+    assert out[RESTORED.index("seed")] == 5
+    assert out[len(RESTORED)] == gr.skip() and "no longer exists" in out[-1]

@@ -399,7 +399,10 @@ def build_generate_tab(studio: Studio) -> GenerateTab:
                        ).then(handlers.show_history, lora, history_outputs, **quiet)
     grid_btn.click(handlers.grid, inputs_kwargs={"lora": lora, **settings, **grid_settings},
                    outputs=[gallery, caption], api_name="grid", **run
-                   ).then(handlers.show_history, lora, history_outputs, **quiet)
+                   ).then(handlers.show_history, lora, history_outputs, **quiet
+                   # A grid is one wide picture: show it in the large preview, not as a
+                   # thumbnail (a separate step, so /grid's API answer stays a plain list).
+                   ).then(lambda: gr.Gallery(selected_index=0), None, gallery, **quiet)
     # Not queued: it must run while a generation holds the queue.
     stop_btn.click(handlers.stop, None, caption, api_name="stop_generation", queue=False)
     restored = [settings[name] for name in RESTORED]
