@@ -38,8 +38,7 @@ from dreamstudio.scorers import ClipScorer, DinoScorer, build_tiny_scorers
 from dreamstudio.training import train
 
 PROMPT = "a photo of sks dog"
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "dreambooth"
-
+from conftest import DATASETS
 
 # --- metric definitions -------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATASETS
 from PIL import Image
 from skimage import data as skdata
 
@@ -25,7 +26,6 @@ from dreamstudio.prepare import (
     prepare_photos,
 )
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "dreambooth"
 GREY = (128, 128, 128)  # written out, not images.BACKGROUND_GREY, so a change is caught
 
 

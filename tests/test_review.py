@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATASETS
 from PIL import Image, ImageEnhance, ImageFilter
 from skimage import data as skdata
 
@@ -27,8 +28,6 @@ from dreamstudio.photo_checks import (
 from dreamstudio.prepare import PrepareConfig, centre_crop_box, load_manifest, prepare_photos
 from dreamstudio.studio import Studio
 from dreamstudio.train_data import image_files
-
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "dreambooth"
 
 
 @pytest.fixture(scope="module")
