@@ -133,10 +133,15 @@ def unet_step_share(model: Path, resolution: int, dtype: torch.dtype, repeats: i
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     peak = matmul_peak_tflops(dtype)
-    return {"dtype": str(dtype).replace("torch.", ""), "tflop_per_step": round(flops / 1e12, 4),
-            "step_s": round(seconds, 3), "achieved_tflops": round(flops / seconds / 1e12, 4),
-            "matmul_peak_tflops": round(peak, 4),
-            "share_of_peak": round(flops / seconds / 1e12 / peak, 3)}
+    return {"dtype": str(dtype).replace("torch.", ""), "tflop_per_step": _sig(flops / 1e12),
+            "step_s": _sig(seconds), "achieved_tflops": _sig(flops / seconds / 1e12),
+            "matmul_peak_tflops": _sig(peak),
+            "share_of_peak": _sig(flops / seconds / 1e12 / peak)}
+
+
+def _sig(value: float) -> float:
+    """Four significant digits: tiny test models and SD 1.5 differ by orders of magnitude."""
+    return float(f"{value:.4g}")
 
 
 def class_generation_estimate(model: Path, num_images: int, batch: int, steps: int) -> dict:
