@@ -81,7 +81,8 @@ def per_step(make_cmd, short: int, long: int, workdir: Path, env=None) -> dict:
     seconds = (b["wall_s"] - a["wall_s"]) / (long - short)
     info = workdir / f"s{long}" / "dreamstudio_lora.json"
     loop = json.loads(info.read_text()).get("steps_per_second") if info.is_file() else None
-    return {"in_process_loop_steps_per_s": loop,"s_per_step": round(seconds, 3), "steps_per_s": round(1 / seconds, 4),
+    return {"in_process_loop_steps_per_s": loop, "s_per_step": round(seconds, 3),
+            "steps_per_s": round(1 / seconds, 4),
             "wall_short_s": a["wall_s"], "wall_long_s": b["wall_s"],
             "peak_rss_gib": max(a["peak_rss_gib"], b["peak_rss_gib"])}
 
@@ -98,12 +99,13 @@ def matmul_peak_tflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> 
     return 2 * n**3 / min(times) / 1e12
 
 
-def unet_step_share(model: Path, resolution: int, dtype: torch.dtype, repeats: int = 4) -> dict:
+def unet_step_share(model: Path, resolution: int, dtype: torch.dtype, repeats: int = 5) -> dict:
     """FLOPs and time of one LoRA UNet forward+backward as the trainer runs it."""
     from diffusers import UNet2DConditionModel
     from diffusers.training_utils import cast_training_params
     from torch.utils.flop_counter import FlopCounterMode
 
+    from .cpu_memory import reuse_freed_memory
     from .lora_files import UNET_TARGETS, add_lora
 
     unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet")
@@ -127,10 +129,12 @@ def unet_step_share(model: Path, resolution: int, dtype: torch.dtype, repeats: i
         step()
     flops = counter.get_total_flops()
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+    with reuse_freed_memory(torch.device("cpu")):  # as the trainer runs its loop
+        step()  # the first step in the block maps the memory the others reuse
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     peak = matmul_peak_tflops(dtype)
     return {"dtype": str(dtype).replace("torch.", ""), "tflop_per_step": _sig(flops / 1e12),

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from .config import GenerateConfig
+from .cpu_memory import reuse_freed_memory
 from .devices import inference_dtype, pick_device, release_memory
 from .errors import InputError
 from .lora_files import ADAPTER_NAME, WEIGHTS_NAME, is_lora_dir
@@ -155,17 +156,18 @@ class Generator:
 
             seeds = [config.seed + i for i in range(config.num_images)]
             generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-            images = pipe(
-                [config.prompt] * config.num_images,
-                negative_prompt=[config.negative_prompt] * config.num_images
-                if config.negative_prompt else None,
-                num_inference_steps=config.steps,
-                guidance_scale=config.guidance,
-                height=config.height,
-                width=config.width,
-                generator=generators,
-                callback_on_step_end=on_step_end,
-            ).images
+            with reuse_freed_memory(self.device):
+                images = pipe(
+                    [config.prompt] * config.num_images,
+                    negative_prompt=[config.negative_prompt] * config.num_images
+                    if config.negative_prompt else None,
+                    num_inference_steps=config.steps,
+                    guidance_scale=config.guidance,
+                    height=config.height,
+                    width=config.width,
+                    generator=generators,
+                    callback_on_step_end=on_step_end,
+                ).images
             sampler_name = a1111_name(pipe.scheduler)
         stopped = cancel is not None and cancel.is_set()
         results = []

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .class_images import generate_missing_class_images
 from .config import TrainConfig
+from .cpu_memory import reuse_freed_memory
 from .devices import auto_mixed_precision, pick_device, release_memory
 from .errors import TrainingError
 from .kohya_export import export_kohya, subject_file_name
@@ -90,7 +91,8 @@ def train(
         instance = load_images(config.instance_dir, config.resolution, "instance")
         pipe = load_pipeline(config.model, device, torch.float32, config.model_config_dir)
         run = _Run(config, pipe, instance, device, precision, progress, cancel)
-        result = run.execute()
+        with reuse_freed_memory(device):
+            result = run.execute()
         log.info("run ended: %s", result.message)
         return result
     except Exception as exc:
