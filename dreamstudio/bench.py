@@ -99,7 +99,7 @@ def matmul_peak_tflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> 
     return 2 * n**3 / min(times) / 1e12
 
 
-def unet_step_share(model: Path, resolution: int, dtype: torch.dtype, repeats: int = 5) -> dict:
+def unet_step_share(model: Path, resolution: int, dtype: torch.dtype, repeats: int = 8) -> dict:
     """FLOPs and time of one LoRA UNet forward+backward as the trainer runs it."""
     from diffusers import UNet2DConditionModel
     from diffusers.training_utils import cast_training_params
@@ -138,9 +138,11 @@ def unet_step_share(model: Path, resolution: int, dtype: torch.dtype, repeats: i
     seconds = statistics.median(times)
     peak = matmul_peak_tflops(dtype)
     return {"dtype": str(dtype).replace("torch.", ""), "tflop_per_step": _sig(flops / 1e12),
-            "step_s": _sig(seconds), "achieved_tflops": _sig(flops / seconds / 1e12),
+            "step_s": _sig(seconds), "step_s_all": [_sig(t) for t in times],
+            "achieved_tflops": _sig(flops / seconds / 1e12),
             "matmul_peak_tflops": _sig(peak),
-            "share_of_peak": _sig(flops / seconds / 1e12 / peak)}
+            "share_of_peak": _sig(flops / seconds / 1e12 / peak),
+            "note": "median step; matmul peak is the best of 10 square matmuls (n=2048)"}
 
 
 def _sig(value: float) -> float:
@@ -148,25 +150,28 @@ def _sig(value: float) -> float:
     return float(f"{value:.4g}")
 
 
-def class_generation_estimate(model: Path, num_images: int, batch: int, steps: int) -> dict:
+def class_generation_estimate(model: Path, num_images: int, batch: int, steps: int,
+                              side: int | None = None) -> dict:
     """Time of diffusers' default class-image sampling (what the example script runs:
     pipeline(prompts) at the model's size, default scheduler and steps, fp32 on CPU),
-    measured on 1 and 3 sampler steps and extrapolated to `steps`."""
+    measured on 1 and 3 sampler steps and extrapolated to `steps`. `side` draws at another
+    size instead (the script itself ignores --resolution here)."""
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None)
     pipe.set_progress_bar_config(disable=True)
+    side = side or pipe.unet.config.sample_size * pipe.vae_scale_factor
     timings = {}
     for n in (1, 3):
         start = time.perf_counter()
-        pipe([CLASS_PROMPT] * batch, num_inference_steps=n)
+        pipe([CLASS_PROMPT] * batch, num_inference_steps=n, height=side, width=side)
         timings[n] = time.perf_counter() - start
     per_step = (timings[3] - timings[1]) / 2
     fixed = timings[1] - per_step
     batches = -(-num_images // batch)
     return {"per_sampler_step_s": round(per_step, 2), "per_batch_fixed_s": round(fixed, 2),
             "estimated_total_s": round(batches * (fixed + per_step * steps), 1),
-            "note": f"{batches} batch(es) of {batch} at {pipe.unet.config.sample_size * 8} px, "
+            "note": f"{batches} batch(es) of {batch} at {side} px, "
                     f"{steps} steps, extrapolated from 1- and 3-step runs"}
 
 
@@ -177,8 +182,8 @@ def main(argv=None) -> int:
                         help="Build SD 1.5's architecture with random weights here first.")
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--short", type=int, default=2)
-    parser.add_argument("--long", type=int, default=8)
+    parser.add_argument("--short", type=int, default=3)
+    parser.add_argument("--long", type=int, default=11)
     parser.add_argument("--class-images", type=int, default=8)
     parser.add_argument("--prior-steps", type=int, default=20,
                         help="Training steps of the end-to-end prior-preservation run.")
@@ -237,6 +242,9 @@ def main(argv=None) -> int:
             if args.compare_script:
                 report("theirs_class_images_estimate", class_generation_estimate(
                     args.model, args.class_images, 4, 50))
+                # Like for like: what their class images would cost at our training size.
+                report("theirs_class_images_estimate_at_resolution", class_generation_estimate(
+                    args.model, args.class_images, 4, 50, side=res))
         _summary(results)
         args.json.write_text(json.dumps(results, indent=2))
         print(f"written {args.json}")
@@ -259,8 +267,14 @@ def _summary(r: dict) -> None:
         steps = r["ours_prior_end_to_end"]["training_steps"]
         theirs = (r["theirs_class_images_estimate"]["estimated_total_s"]
                   + r["theirs_fp32"]["wall_short_s"] + steps * r["theirs_fp32"]["s_per_step"])
-        speedups["prior_end_to_end"] = round(theirs / r["ours_prior_end_to_end"]["wall_s"], 2)
+        ours = r["ours_prior_end_to_end"]["wall_s"]
+        speedups["prior_end_to_end"] = round(theirs / ours, 2)
         speedups["prior_theirs_estimated_s"] = round(theirs, 1)
+        same_size = r.get("theirs_class_images_estimate_at_resolution")
+        if same_size:
+            theirs_same = theirs - r["theirs_class_images_estimate"]["estimated_total_s"] \
+                + same_size["estimated_total_s"]
+            speedups["prior_end_to_end_same_class_image_size"] = round(theirs_same / ours, 2)
     r["speedups"] = speedups
     print("speedups:", json.dumps(speedups))
 

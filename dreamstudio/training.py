@@ -134,6 +134,7 @@ class _Run:
                 self.pipe, cfg.class_dir, cfg.class_prompt, cfg.num_class_images,
                 cfg.resolution, seed=cfg.seed, steps=cfg.class_image_steps,
                 batch_size=cfg.class_image_batch_size, progress=report, cancel=self.cancel,
+                autocast_dtype=self.weight_dtype,
             )
         log.info("class images: %d generated into %s", made, cfg.class_dir)
         if self.cancel.is_set():

@@ -181,3 +181,20 @@ def test_non_finite_loss_stops_without_writing(tiny_model, small_dog_dir, tmp_pa
 def test_bad_settings_are_refused_with_a_reason(tmp_path, kw, message):
     with pytest.raises(InputError, match=message):
         _config("m", tmp_path, tmp_path, **kw)
+
+
+def test_class_images_are_drawn_at_the_runs_precision(tiny_model, tmp_path):
+    from dreamstudio.class_images import generate_missing_class_images
+    from dreamstudio.models import load_pipeline
+
+    pipe = load_pipeline(str(tiny_model), torch.device("cpu"), torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+    pipe.unet.conv_in.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    for dtype in (torch.bfloat16, torch.float32):
+        made = generate_missing_class_images(pipe, tmp_path / str(dtype), "a photo of dog", 1,
+                                             64, steps=2, autocast_dtype=dtype)
+        assert made == 1
+        assert set(seen) == {dtype}
+        seen.clear()
+    assert pipe.unet.dtype == torch.float32, "the weights themselves stay as loaded"
