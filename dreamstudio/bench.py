@@ -87,6 +87,12 @@ def per_step(make_cmd, short: int, long: int, workdir: Path, env=None) -> dict:
             "peak_rss_gib": max(a["peak_rss_gib"], b["peak_rss_gib"])}
 
 
+def _median_run(runs: list[dict]) -> dict:
+    ordered = sorted(runs, key=lambda r: r["s_per_step"])
+    middle = ordered[(len(ordered) - 1) // 2]
+    return {**middle, "s_per_step_all": [r["s_per_step"] for r in runs]}
+
+
 def matmul_peak_tflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
@@ -184,6 +190,8 @@ def main(argv=None) -> int:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--short", type=int, default=3)
     parser.add_argument("--long", type=int, default=11)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="Measure each trainer this many times (median counts).")
     parser.add_argument("--class-images", type=int, default=8)
     parser.add_argument("--prior-steps", type=int, default=20,
                         help="Training steps of the end-to-end prior-preservation run.")
@@ -221,17 +229,26 @@ def main(argv=None) -> int:
                 report(f"unet_step_{str(dtype)[6:]}",
                        unet_step_share(args.model, args.resolution, dtype))
         res = args.resolution
+        configs = []
         if "ours" in parts:
-            for name, precision, te in (("ours_fp32", "no", False), ("ours_bf16", "bf16", False),
-                                        ("ours_default", "auto", True)):
-                report(name, per_step(lambda out, n, p=precision, te=te: ours_cmd(
-                    args.model, args.photos, out, n, p, te, res), args.short, args.long,
-                    work / name, env))
+            configs += [(name, lambda out, n, p=precision, te=te: ours_cmd(
+                args.model, args.photos, out, n, p, te, res))
+                for name, precision, te in (("ours_fp32", "no", False),
+                                            ("ours_bf16", "bf16", False),
+                                            ("ours_default", "auto", True))]
         if "theirs" in parts and args.compare_script:
-            for name, precision in (("theirs_fp32", "no"), ("theirs_bf16", "bf16")):
-                report(name, per_step(lambda out, n, p=precision: theirs_cmd(
-                    args.compare_script, args.model, args.photos, out, n, p, res),
-                    args.short, args.long, work / name, env))
+            configs += [(name, lambda out, n, p=precision: theirs_cmd(
+                args.compare_script, args.model, args.photos, out, n, p, res))
+                for name, precision in (("theirs_fp32", "no"), ("theirs_bf16", "bf16"))]
+        # Repeats go round all configs in turn, so a slow spell of a shared machine hits
+        # every trainer alike; the median run of each counts.
+        runs: dict[str, list[dict]] = {name: [] for name, _ in configs}
+        for repeat in range(args.repeats):
+            for name, make_cmd in configs:
+                runs[name].append(per_step(make_cmd, args.short, args.long,
+                                           work / f"{name}-{repeat}", env))
+                report(name, _median_run(runs[name]))
+        if "theirs_fp32" in results:
             results["theirs_default"] = {**results["theirs_fp32"],
                                          "note": "its default precision is fp32 (no)"}
         if "prior" in parts:

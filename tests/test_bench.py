@@ -20,3 +20,13 @@ def test_bench_measures_the_unet_step_and_writes_json(tiny_model, tmp_path):
         achieved = step["tflop_per_step"] / step["step_s"]
         assert abs(step["achieved_tflops"] - achieved) <= 0.2 * achieved + 1e-3
     assert data["resolution"] == 64 and "speedups" in data
+
+
+def test_repeated_runs_report_the_median_run():
+    from dreamstudio.bench import _median_run
+
+    runs = [{"s_per_step": s, "wall_long_s": 10 * s} for s in (3.0, 1.0, 2.0)]
+    median = _median_run(runs)
+    assert median["s_per_step"] == 2.0 and median["wall_long_s"] == 20.0
+    assert median["s_per_step_all"] == [3.0, 1.0, 2.0]
+    assert _median_run(runs[:2])["s_per_step"] == 1.0  # even count: the lower middle
