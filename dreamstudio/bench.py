@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from .devices import cpu_has_bf16
+
 PROMPT, CLASS_PROMPT = "a photo of sks dog", "a photo of dog"
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared/datasets/dreambooth/dog"
 
@@ -85,6 +87,17 @@ def per_step(make_cmd, short: int, long: int, workdir: Path, env=None) -> dict:
             "steps_per_s": round(1 / seconds, 4),
             "wall_short_s": a["wall_s"], "wall_long_s": b["wall_s"],
             "peak_rss_gib": max(a["peak_rss_gib"], b["peak_rss_gib"])}
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _median_run(runs: list[dict]) -> dict:
@@ -211,8 +224,9 @@ def main(argv=None) -> int:
         parser.error("give --model DIR or --build-sd15 DIR")
     parts = set(args.only.split(","))
     env = {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    results: dict = {"machine": {"cpu": platform.processor() or platform.machine(),
+    results: dict = {"machine": {"cpu": _cpu_name(),
                                  "cores": os.cpu_count(), "torch": torch.__version__,
+                                 "cpu_bf16_units": cpu_has_bf16(),
                                  "cuda": torch.cuda.is_available()},
                      "model": str(args.model), "resolution": args.resolution,
                      "steps_short_long": [args.short, args.long]}
