@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 
 from .devices import cpu_has_bf16
+from .sample_photos import find_datasets
 
 PROMPT, CLASS_PROMPT = "a photo of sks dog", "a photo of dog"
-DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared/datasets/dreambooth/dog"
+DEFAULT_PHOTOS = find_datasets() / "dog"
 
 
 def _run(cmd: list[str], env: dict | None = None) -> dict:
@@ -126,10 +127,12 @@ def unet_step_share(model: Path, resolution: int, dtype: torch.dtype, repeats: i
 
     from .cpu_memory import reuse_freed_memory
     from .lora_files import UNET_TARGETS, add_lora
+    from .train_setup import cast_frozen
 
     unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet")
     unet.requires_grad_(False)
-    unet.to(dtype=dtype, memory_format=torch.channels_last)
+    cast_frozen(unet, dtype)
+    unet.to(memory_format=torch.channels_last)
     add_lora(unet, 4, UNET_TARGETS)
     cast_training_params(unet, torch.float32)
     unet.train()

@@ -39,6 +39,19 @@ class Batches:
         return torch.tensor(picked)
 
 
+def cast_frozen(model, dtype: torch.dtype) -> None:
+    """Cast a frozen model's weights. diffusers warns about modules to keep in fp32 on every
+    cast, even when there are none (the SD UNet has none): only then is the warning muted."""
+    diffusers_log = logging.getLogger("diffusers.models.modeling_utils")
+    level = diffusers_log.level
+    if not getattr(model, "_keep_in_fp32_modules", None):
+        diffusers_log.setLevel(logging.ERROR)
+    try:
+        model.to(dtype=dtype)
+    finally:
+        diffusers_log.setLevel(level)
+
+
 def make_optimizer(params: list[dict], use_8bit: bool):
     if not use_8bit:
         return torch.optim.AdamW(params, weight_decay=1e-2)

@@ -34,7 +34,7 @@ from .lora_files import (
 from .models import load_pipeline, prediction_type
 from .train_data import LatentCache, load_images, tokenize
 from .train_events import ProgressFn, TrainProgress, TrainResult
-from .train_setup import Batches, apply_speedups, make_optimizer, new_accelerator
+from .train_setup import Batches, apply_speedups, cast_frozen, make_optimizer, new_accelerator
 from .validation import render_validation
 
 log = logging.getLogger("dreamstudio.training")
@@ -185,8 +185,8 @@ class _Run:
                      if class_images else None)
 
         if self.weight_dtype != torch.float32:
-            unet.to(dtype=self.weight_dtype)
-            text_encoder.to(dtype=self.weight_dtype)
+            cast_frozen(unet, self.weight_dtype)
+            cast_frozen(text_encoder, self.weight_dtype)
         torch.manual_seed(cfg.seed)  # LoRA init is identical on every process
         add_lora(unet, cfg.rank, UNET_TARGETS)
         if cfg.train_text_encoder:

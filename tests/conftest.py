@@ -15,24 +15,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import pytest
 import torch
 
+from dreamstudio.sample_photos import find_datasets
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def find_datasets() -> Path:
-    """The DreamBooth sample photos: $DREAMSTUDIO_DATASETS, ../shared beside the checkout,
-    or /work/shared (where a clone elsewhere on this machine finds them). Tests that need
-    them skip, saying where they looked, when none is found."""
-    candidates = [REPO.parent / "shared" / "datasets" / "dreambooth",
-                  REPO / "shared" / "datasets" / "dreambooth",
-                  Path("/work/shared/datasets/dreambooth")]
-    if os.environ.get("DREAMSTUDIO_DATASETS"):
-        candidates = [Path(os.environ["DREAMSTUDIO_DATASETS"])]
-    for path in candidates:
-        if (path / "dog").is_dir():
-            return path
-    return candidates[0]
-
-
 DATASETS = find_datasets()
 
 
