@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
 from .train_data import IMAGE_SUFFIXES, image_files
+from .workspace import unused_path
 
 GENERATED_NAME = re.compile(r"^class_\d{4,}\.png$")
 RECORD = "class_images.json"
@@ -111,11 +112,7 @@ def add_class_images(folder: Path, files: list[Path]) -> tuple[list[Path], list[
             continue
         known.add(digest)
         stem = re.sub(r"[^\w.-]+", "_", src.stem).strip("._")[:60] or "image"
-        dest = folder / f"{OWN_PREFIX}{stem}{src.suffix.lower()}"
-        n = 1
-        while dest.exists():
-            dest = folder / f"{OWN_PREFIX}{stem}_{n}{src.suffix.lower()}"
-            n += 1
+        dest = unused_path(folder, f"{OWN_PREFIX}{stem}", src.suffix.lower())
         shutil.copyfile(src, dest)
         added.append(dest)
     return added, skipped

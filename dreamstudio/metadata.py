@@ -16,6 +16,8 @@ from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from .workspace import unused_path
+
 PARAMS_KEY = "dreamstudio"
 A1111_KEY = "parameters"
 
@@ -106,11 +108,7 @@ def save_png_with_parameters(image: Image.Image, output_dir: Path, params: dict,
     fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=".img-", suffix=".png")
     os.close(fd)
     image.save(tmp, pnginfo=info)
-    path = output_dir / f"{stem}.png"
-    n = 1
-    while path.exists():
-        path = output_dir / f"{stem}_{n}.png"
-        n += 1
+    path = unused_path(output_dir, stem, ".png")
     os.replace(tmp, path)
     os.chmod(path, 0o644)
     return path

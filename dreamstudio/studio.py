@@ -35,7 +35,7 @@ from .runs import (
     list_runs,
     save_run_settings,
 )
-from .workspace import LoraEntry, Workspace, safe_file_name, safe_name
+from .workspace import LoraEntry, Workspace, safe_file_name, safe_name, unused_path
 
 
 def _digest(path: Path) -> str:
@@ -85,11 +85,7 @@ class Studio:
             # Repaired, not refused: one photo with quotes or a 200-character name must
             # not stop the upload of the others.
             name = safe_file_name(src.name)
-            dest = originals / name
-            n = 1
-            while dest.exists():
-                dest = originals / f"{Path(name).stem}_{n}{Path(name).suffix}"
-                n += 1
+            dest = unused_path(originals, Path(name).stem, Path(name).suffix)
             shutil.copyfile(src, dest)
             added.append(dest)
         return added

@@ -53,6 +53,15 @@ def safe_name(name: str, what: str = "subject") -> str:
     return cleaned
 
 
+def unused_path(folder: Path, stem: str, suffix: str) -> Path:
+    """folder/stem+suffix, or the first of stem_1, stem_2, ... not yet taken: nothing on
+    disk is ever overwritten by a new file of the same name."""
+    path, n = folder / f"{stem}{suffix}", 1
+    while path.exists():
+        path, n = folder / f"{stem}_{n}{suffix}", n + 1
+    return path
+
+
 def safe_file_name(name: str, default: str = "photo") -> str:
     """A usable file name made from an uploaded file's name: unlike safe_name it never
     refuses, it repairs (odd characters become "_", long names are shortened keeping the

@@ -198,3 +198,13 @@ def test_a_restarted_app_lists_subjects_photos_and_loras(tmp_path):
     again.rename_subject("Zoë", "Zoe")
     assert [e.label for e in again.loras()] == ["Zoe / run1"]
     assert again.photos("Zoe").excluded == [report.kept[0].output]
+
+
+def test_unused_path_never_names_an_existing_file(tmp_path):
+    from dreamstudio.workspace import unused_path
+
+    assert unused_path(tmp_path, "dog", ".png") == tmp_path / "dog.png"
+    (tmp_path / "dog.png").touch()
+    (tmp_path / "dog_1.png").touch()
+    assert unused_path(tmp_path, "dog", ".png") == tmp_path / "dog_2.png"
+    assert unused_path(tmp_path, "dog", "") == tmp_path / "dog"
