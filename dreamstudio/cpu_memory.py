@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import logging
 import sys
 import threading
@@ -35,6 +36,7 @@ _AFTER_RUN = {M_TRIM_THRESHOLD: 2 * _MMAP_THRESHOLD_MAX, M_TOP_PAD: 128 * 2**10,
               M_MMAP_THRESHOLD: _MMAP_THRESHOLD_MAX}
 
 
+@functools.cache
 def _glibc():
     if not sys.platform.startswith("linux"):
         return None
