@@ -10,12 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import evaluate
 from .config import GenerateConfig, TrainConfig
+from .core.models import DEFAULT_MODEL
 from .errors import DreamStudioError
-from .grid import AXES
-from .models import DEFAULT_MODEL
-from .schedulers import DEFAULT_SAMPLER, SAMPLER_NAMES
+from .evaluate import evaluate
+from .generate.grid import AXES
+from .generate.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _prepare(args) -> int:
-    from .prepare import PrepareConfig, list_image_files, prepare_photos
+    from .data.prepare import PrepareConfig, list_image_files, prepare_photos
 
     if not args.input_dir.is_dir():
         raise DreamStudioError(f"Input folder {args.input_dir} does not exist.")
@@ -147,7 +147,7 @@ def _prepare(args) -> int:
 def _train(args) -> int:
     import torch
 
-    from .training import TrainProgress, train
+    from .train.trainer import TrainProgress, train
 
     config = TrainConfig(
         model=args.model, model_config_dir=args.model_config, instance_dir=args.instance_dir,
@@ -180,7 +180,7 @@ def _train(args) -> int:
         print("interrupted; resume with --resume if a checkpoint was written", file=sys.stderr)
         return 130
     except torch.cuda.OutOfMemoryError as exc:
-        from .jobs import OOM_ADVICE
+        from .train.jobs import OOM_ADVICE
 
         raise DreamStudioError(OOM_ADVICE) from exc
     for path, reason in result.skipped_files:
@@ -192,7 +192,7 @@ def _train(args) -> int:
 
 
 def _generate(args) -> int:
-    from .generation import Generator
+    from .generate.generator import Generator
 
     config = GenerateConfig(
         prompt=args.prompt, lora_dir=args.lora, negative_prompt=args.negative_prompt,
@@ -202,7 +202,7 @@ def _generate(args) -> int:
     )
     generator = Generator(args.model, device=args.device, model_config_dir=args.model_config)
     if args.grid_x or args.grid_y:
-        from .grid import GridAxis, GridConfig, run_grid
+        from .generate.grid import GridAxis, GridConfig, run_grid
 
         if not args.grid_x:
             raise DreamStudioError("--grid-y needs --grid-x (the columns) as well.")
@@ -216,7 +216,7 @@ def _generate(args) -> int:
 
 
 def _tiny_model(args) -> int:
-    from .tiny_model import save_tiny_model
+    from .core.tiny_model import save_tiny_model
 
     print(save_tiny_model(args.output_dir))
     return 0

@@ -10,9 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.models import DEFAULT_MODEL
 from .errors import InputError
-from .models import DEFAULT_MODEL
-from .schedulers import DEFAULT_SAMPLER, SAMPLER_NAMES
+from .generate.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
 
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")

@@ -14,20 +14,27 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import photo_review
-from .class_gallery import ClassImageSet, add_class_images, list_class_images
 from .config import GenerateConfig, TrainConfig
+from .core.models import DEFAULT_MODEL
+from .data import review as photo_review
+from .data.prepare import (
+    PrepareConfig,
+    PrepareReport,
+    list_image_files,
+    load_manifest,
+    prepare_photos,
+)
 from .errors import InputError, TrainingError
-from .evaluate import EvalConfig, EvalProgress, EvalReport
-from .evaluate import evaluate as run_evaluation
-from .generation import GeneratedImage, Generator, timestamp
-from .grid import GridConfig, GridProgress, GridResult, run_grid
-from .history import HistoryItem, list_history
-from .identifiers import IdentifierAdvisor, IdentifierCheck, load_tokenizer
-from .jobs import JobStatus, TrainingJobs
-from .models import DEFAULT_MODEL
-from .prepare import PrepareConfig, PrepareReport, list_image_files, load_manifest, prepare_photos
-from .runs import (
+from .evaluate.evaluate import EvalConfig, EvalProgress, EvalReport
+from .evaluate.evaluate import evaluate as run_evaluation
+from .generate.generator import GeneratedImage, Generator, timestamp
+from .generate.grid import GridConfig, GridProgress, GridResult, run_grid
+from .generate.history import HistoryItem, list_history
+from .train.class_gallery import ClassImageSet, add_class_images, list_class_images
+from .train.identifiers import IdentifierAdvisor, IdentifierCheck, load_tokenizer
+from .train.jobs import JobStatus, TrainingJobs
+from .workspace.layout import LoraEntry, Workspace, safe_file_name, safe_name, unused_path
+from .workspace.runs import (
     RunInfo,
     checkpoint_settings,
     describe_run,
@@ -35,7 +42,6 @@ from .runs import (
     list_runs,
     save_run_settings,
 )
-from .workspace import LoraEntry, Workspace, safe_file_name, safe_name, unused_path
 
 
 def _digest(path: Path) -> str:
@@ -401,7 +407,7 @@ class Studio:
 
     def scorers(self, dino_model: str, clip_model: str):
         """The DINO and CLIP scorers, loaded once per model id and kept for later runs."""
-        from .scorers import ClipScorer, DinoScorer
+        from .evaluate.scorers import ClipScorer, DinoScorer
 
         device = self.generator.device
         for key, cls in ((("dino", dino_model), DinoScorer), (("clip", clip_model), ClipScorer)):

@@ -15,7 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import pytest
 import torch
 
-from dreamstudio.sample_photos import find_datasets
+from tests.support.sample_photos import find_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = find_datasets()
@@ -33,7 +33,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """Folder of a seeded tiny StableDiffusionPipeline (64 px images, real CLIP tokenizer)."""
-    from dreamstudio.tiny_model import save_tiny_model
+    from dreamstudio.core.tiny_model import save_tiny_model
 
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd")
@@ -42,7 +42,7 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_vpred_model(tmp_path_factory) -> Path:
     """The same tiny pipeline configured as a v-prediction (SD 2.x style) model."""
-    from dreamstudio.tiny_model import save_tiny_model
+    from dreamstudio.core.tiny_model import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd-v", seed=1,
                            prediction_type="v_prediction")

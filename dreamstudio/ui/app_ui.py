@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..models import describe_source
+from ..core.models import describe_source
 from ..studio import Studio
 from .data_tab import build_data_tab
 from .evaluate_tab import build_evaluate_tab

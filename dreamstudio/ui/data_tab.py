@@ -10,8 +10,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from ..data.prepare import PhotoResult, PrepareConfig, PrepareReport
 from ..errors import DreamStudioError, InputError
-from ..prepare import PhotoResult, PrepareConfig, PrepareReport
 from ..studio import Studio
 from .common import guarded, subject_choices
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
-from ..evaluate import CSV_NAME, JSON_NAME, EvalProgress, EvalReport
-from ..scorers import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
+from ..evaluate.evaluate import CSV_NAME, JSON_NAME, EvalProgress, EvalReport
+from ..evaluate.scorers import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
 from ..studio import Studio
 from .common import duration, guarded
 from .generate_tab import lora_summary, newest_lora
@@ -43,7 +43,7 @@ def prompt_table(report: EvalReport | None) -> pd.DataFrame:
 
 def summary_table(report: EvalReport | None) -> pd.DataFrame:
     """This LoRA's means, the user's photos against each other, then the paper's rows."""
-    from ..fidelity import PAPER_REFERENCE
+    from ..evaluate.metrics import PAPER_REFERENCE
 
     rows = []
     if report is not None and report.rows:

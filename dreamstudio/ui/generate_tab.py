@@ -16,13 +16,13 @@ import gradio as gr
 
 from ..config import GenerateConfig
 from ..errors import InputError
-from ..grid import AXES, MAX_CELLS, NO_AXIS, GridAxis, GridConfig, GridProgress
-from ..history import HistoryItem, settings_from
-from ..lora_files import WEIGHTS_NAME
-from ..metadata import a1111_parameters
-from ..schedulers import DEFAULT_SAMPLER, SAMPLER_NAMES
+from ..generate.grid import AXES, MAX_CELLS, NO_AXIS, GridAxis, GridConfig, GridProgress
+from ..generate.history import HistoryItem, settings_from
+from ..generate.png_metadata import a1111_parameters
+from ..generate.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
+from ..lora.files import WEIGHTS_NAME
 from ..studio import Studio
-from ..workspace import LoraEntry
+from ..workspace.layout import LoraEntry
 from .common import guarded, model_image_size
 
 BASE_MODEL = "(base model, no LoRA)"

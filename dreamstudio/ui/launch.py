@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..core.models import DEFAULT_MODEL, describe_source
 from ..errors import DreamStudioError, InputError
-from ..models import DEFAULT_MODEL, describe_source
 from ..studio import Studio
 
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ import gradio as gr
 
 from ..config import LR_SCHEDULERS
 from ..errors import InputError
-from ..identifiers import class_noun_of, compose_prompts, split_instance_prompt
-from ..presets import PRESETS
 from ..studio import Studio
+from ..train.identifiers import class_noun_of, compose_prompts, split_instance_prompt
+from ..train.presets import PRESETS
 from .common import model_image_size, prepared_subjects
 
 DEFAULT_PRESET = next(iter(PRESETS))

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from ..jobs import JobStatus
+from ..train.jobs import JobStatus
 from .common import duration
 
 MAX_PLOT_POINTS = 500

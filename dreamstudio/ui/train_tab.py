@@ -9,11 +9,11 @@ from pathlib import Path
 import gradio as gr
 
 from ..errors import DreamStudioError, InputError
-from ..identifiers import IdentifierCheck, compose_prompts
-from ..jobs import JobStatus
-from ..presets import PRESETS
-from ..runs import RunInfo
 from ..studio import Studio
+from ..train.identifiers import IdentifierCheck, compose_prompts
+from ..train.jobs import JobStatus
+from ..train.presets import PRESETS
+from ..workspace.runs import RunInfo
 from .common import guarded, prepared_subjects
 from .train_form import (
     FIELDS,

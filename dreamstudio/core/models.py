@@ -1,0 +1,136 @@
+"""Loading a base Stable Diffusion model from a Hub id, a diffusers folder or one file."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelLoadError
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def describe_source(model: str) -> str:
+    """Say which of the three kinds of model reference `model` is: folder, file or hub."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return "folder"
+    if path.is_file():
+        return "file"
+    if _HUB_ID.match(model) and not model.endswith(SINGLE_FILE_SUFFIXES):
+        # "models/sd15" where ./models exists is a mistyped local path, not a Hub id.
+        if Path(model.split("/")[0]).is_dir():
+            return "missing"
+        return "hub"
+    return "missing"
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _network_hint(exc: BaseException) -> str | None:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    markers = ("connect", "offline", "resolve", "network", "timed out", "not fully cached",
+               "cannot find an appropriate cached")
+    if _hub_offline() or any(m in text for m in markers):
+        return (
+            "it is not in the local Hugging Face cache and there is no network access to "
+            "the Hub (or HF_HUB_OFFLINE is set). Download it once with network access, or "
+            "pass a local diffusers folder or a .safetensors file. (A single-file checkpoint "
+            "also needs its architecture configs: pass --model-config with a local diffusers "
+            "folder of the same architecture to load it offline.)"
+        )
+    return None
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """Catch a corrupt or truncated .safetensors before diffusers reports something vaguer."""
+    if path.suffix.lower() != ".safetensors":
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            if not list(fh.keys()):
+                raise ModelLoadError(f"Checkpoint {path} contains no tensors.")
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # any parse failure means the same to the user
+        raise ModelLoadError(
+            f"Checkpoint {path} is not a readable .safetensors file ({exc}). It may be "
+            "truncated or corrupt: download it again."
+        ) from exc
+
+
+def load_pipeline(
+    model: str,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    config_dir: str | None = None,
+):
+    """Load a StableDiffusionPipeline (SD 1.x or 2.x) onto `device` in `dtype`.
+
+    `config_dir` is only used for single-file checkpoints: a diffusers folder (or Hub id)
+    whose configs describe the checkpoint's architecture, so no Hub access is needed.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    kind = describe_source(model)
+    path = Path(model).expanduser()
+    try:
+        if kind == "folder":
+            if not (path / "model_index.json").is_file():
+                raise ModelLoadError(
+                    f"Model folder {path} has no model_index.json: it is not a diffusers "
+                    "pipeline folder. Point to the folder that contains model_index.json, "
+                    "unet/, vae/ and text_encoder/, or to a single .safetensors checkpoint."
+                )
+            pipe = StableDiffusionPipeline.from_pretrained(
+                str(path), dtype=dtype, safety_checker=None, requires_safety_checker=False
+            )
+        elif kind == "file":
+            if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+                raise ModelLoadError(
+                    f"Model file {path} is not a .safetensors or .ckpt checkpoint."
+                )
+            _check_checkpoint_file(path)
+            kwargs = {"config": config_dir} if config_dir else {}
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(path), dtype=dtype, safety_checker=None, **kwargs
+            )
+        elif kind == "hub":
+            pipe = StableDiffusionPipeline.from_pretrained(
+                model, dtype=dtype, safety_checker=None, requires_safety_checker=False
+            )
+        else:
+            raise ModelLoadError(
+                f"Base model '{model}' not found: it is not an existing folder, not an existing "
+                "file, and not a Hugging Face Hub id of the form owner/name."
+            )
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # diffusers/hf raise many types; the user needs one message
+        tried = {
+            "folder": f"the local diffusers folder {path}",
+            "file": f"the single-file checkpoint {path}",
+            "hub": f"the Hugging Face Hub id '{model}'",
+        }[kind]
+        hint = _network_hint(exc) if kind in ("hub", "file") else None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ModelLoadError(
+            f"Could not load the base model from {tried}: "
+            + (hint or f"{type(exc).__name__}: {detail}")
+        ) from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def prediction_type(scheduler) -> str:
+    """SD 2.x 768 models predict velocity, SD 1.x predicts noise; training must match."""
+    return getattr(scheduler.config, "prediction_type", "epsilon") or "epsilon"

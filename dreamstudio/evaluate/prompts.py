@@ -1,0 +1,195 @@
+"""The DreamBooth paper's evaluation prompts and subject classes (Ruiz et al. 2022, 2208.12242).
+
+Copied from the dataset's `prompts_and_classes.txt` so the app works without that folder.
+Templates use `{0}` for the unique identifier and `{1}` for the class noun, as in the file.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import InputError
+
+# Dataset subject folder -> the class noun the paper used for it.
+SUBJECT_CLASSES: dict[str, str] = {
+    "backpack": "backpack",
+    "backpack_dog": "backpack",
+    "bear_plushie": "stuffed animal",
+    "berry_bowl": "bowl",
+    "can": "can",
+    "candle": "candle",
+    "cat": "cat",
+    "cat2": "cat",
+    "clock": "clock",
+    "colorful_sneaker": "sneaker",
+    "dog": "dog",
+    "dog2": "dog",
+    "dog3": "dog",
+    "dog5": "dog",
+    "dog6": "dog",
+    "dog7": "dog",
+    "dog8": "dog",
+    "duck_toy": "toy",
+    "fancy_boot": "boot",
+    "grey_sloth_plushie": "stuffed animal",
+    "monster_toy": "toy",
+    "pink_sunglasses": "glasses",
+    "poop_emoji": "toy",
+    "rc_car": "toy",
+    "red_cartoon": "cartoon",
+    "robot_toy": "toy",
+    "shiny_sneaker": "sneaker",
+    "teapot": "teapot",
+    "vase": "vase",
+    "wolf_plushie": "stuffed animal",
+}
+
+# The paper's live subjects: the classes that get the live-subject prompt list.
+PAPER_LIVE_CLASSES: frozenset[str] = frozenset({"cat", "dog"})
+
+# The app also teaches people (face crops); outfits and hats suit them as they suit pets,
+# so these nouns pick the live list too when no kind is given. Explicit kinds always win.
+LIVE_CLASSES: frozenset[str] = PAPER_LIVE_CLASSES | frozenset({
+    "person", "man", "woman", "boy", "girl", "child", "kid", "baby", "guy", "lady",
+    "puppy", "kitten", "animal", "pet", "horse", "bird", "rabbit", "bunny",
+})
+
+KINDS = ("object", "live")
+
+_SHARED_START = (
+    "a {0} {1} in the jungle",
+    "a {0} {1} in the snow",
+    "a {0} {1} on the beach",
+    "a {0} {1} on a cobblestone street",
+    "a {0} {1} on top of pink fabric",
+    "a {0} {1} on top of a wooden floor",
+    "a {0} {1} with a city in the background",
+    "a {0} {1} with a mountain in the background",
+    "a {0} {1} with a blue house in the background",
+    "a {0} {1} on top of a purple rug in a forest",
+)
+_SHARED_END = (
+    "a red {0} {1}",
+    "a purple {0} {1}",
+    "a shiny {0} {1}",
+    "a wet {0} {1}",
+    "a cube shaped {0} {1}",
+)
+
+OBJECT_PROMPTS: tuple[str, ...] = _SHARED_START + (
+    "a {0} {1} with a wheat field in the background",
+    "a {0} {1} with a tree and autumn leaves in the background",
+    "a {0} {1} with the Eiffel Tower in the background",
+    "a {0} {1} floating on top of water",
+    "a {0} {1} floating in an ocean of milk",
+    "a {0} {1} on top of green grass with sunflowers around it",
+    "a {0} {1} on top of a mirror",
+    "a {0} {1} on top of the sidewalk in a crowded street",
+    "a {0} {1} on top of a dirt road",
+    "a {0} {1} on top of a white rug",
+) + _SHARED_END
+
+LIVE_PROMPTS: tuple[str, ...] = _SHARED_START + (
+    "a {0} {1} wearing a red hat",
+    "a {0} {1} wearing a santa hat",
+    "a {0} {1} wearing a rainbow scarf",
+    "a {0} {1} wearing a black top hat and a monocle",
+    "a {0} {1} in a chef outfit",
+    "a {0} {1} in a firefighter outfit",
+    "a {0} {1} in a police outfit",
+    "a {0} {1} wearing pink glasses",
+    "a {0} {1} wearing a yellow shirt",
+    "a {0} {1} in a purple wizard outfit",
+) + _SHARED_END
+
+
+def infer_kind(class_noun: str) -> str:
+    """'live' for animals and people, else 'object' (the paper: cat and dog are live)."""
+    return "live" if class_noun.strip().lower() in LIVE_CLASSES else "object"
+
+
+def templates_for(kind: str) -> tuple[str, ...]:
+    if kind not in KINDS:
+        raise InputError(f"Evaluation kind must be 'object' or 'live' (got {kind!r}).")
+    return LIVE_PROMPTS if kind == "live" else OBJECT_PROMPTS
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def fill(template: str, identifier: str, class_noun: str) -> str:
+    """A template with `{0}`/`{1}` filled in; any other text is returned as it is."""
+    if "{0}" not in template and "{1}" not in template:
+        return _squash(template)
+    # replace() rather than format(): a user's own prompt may contain other braces.
+    return _squash(template.replace("{0}", identifier).replace("{1}", class_noun))
+
+
+def without_identifier(prompt: str, identifier: str) -> str:
+    """`prompt` with the identifier dropped: templates lose `{0}`, plain text the word."""
+    if "{0}" in prompt:
+        return _squash(prompt.replace("{0}", ""))
+    if not identifier:
+        return _squash(prompt)
+    # Whole words only, so an identifier like "sks" leaves a word like "sksa" alone.
+    return _squash(re.sub(rf"(?<!\S){re.escape(identifier)}(?!\S)", " ", prompt))
+
+
+def prompts_for(kind: str, identifier: str, class_noun: str) -> list[str]:
+    """The paper's 25 prompts for `kind`, e.g. 'a sks dog in the jungle'."""
+    return [fill(t, identifier, class_noun) for t in templates_for(kind)]
+
+
+def prompts_without_identifier(kind: str, class_noun: str) -> list[str]:
+    """The same 25 prompts without the identifier (what CLIP-T compares against)."""
+    return [fill(without_identifier(t, ""), "", class_noun) for t in templates_for(kind)]
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^\w\s-]", " ", text).split()
+
+
+def split_instance_prompt(
+    instance_prompt: str, class_noun: str | None = None, class_prompt: str | None = None
+) -> tuple[str, str]:
+    """(identifier, class noun) of a training prompt such as 'a photo of sks dog'.
+
+    The class noun is `class_noun` if given, else the first of these found in the prompt:
+    what the class prompt adds to the words both prompts share ('a photo of dog' -> 'dog'),
+    a known multi-word class ('stuffed animal'), the last word. The identifier is the word
+    right before the class noun.
+    """
+    words = _words(instance_prompt)
+    if class_noun:
+        candidates = [class_noun]
+    else:
+        candidates = []
+        if class_prompt:
+            class_words = _words(class_prompt)
+            shared = 0
+            while (shared < min(len(words), len(class_words))
+                   and words[shared].lower() == class_words[shared].lower()):
+                shared += 1
+            candidates.append(" ".join(class_words[shared:]))
+        multi_word = {c for c in SUBJECT_CLASSES.values() if " " in c}
+        candidates += sorted(multi_word, key=len, reverse=True)
+        candidates += words[-1:]
+    lowered = [w.lower() for w in words]
+    for candidate in candidates:
+        noun = [w.lower() for w in _words(candidate)]
+        if not noun:
+            continue
+        # The last occurrence that has a word before it: that word is the identifier.
+        for start in range(len(words) - len(noun), 0, -1):
+            if lowered[start:start + len(noun)] == noun:
+                return words[start - 1], " ".join(words[start:start + len(noun)])
+    if class_noun:
+        raise InputError(
+            f"Cannot find the class noun '{class_noun}' after an identifier in the training "
+            f"prompt '{instance_prompt}'. Give the identifier too (e.g. --identifier sks)."
+        )
+    raise InputError(
+        f"Cannot tell the identifier and the class noun apart in the training prompt "
+        f"'{instance_prompt}'. Give them explicitly (e.g. --identifier sks --class-noun dog)."
+    )

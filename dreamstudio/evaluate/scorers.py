@@ -1,0 +1,131 @@
+"""Image and text embedders for the fidelity metrics: DINO ViT-S/16 and CLIP ViT-B/32.
+
+Each accepts a Hub id or a local folder saved with `save_pretrained`; the tests' tiny scorers go
+through the same loading code, so they exercise the real path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..core.devices import pick_device
+from ..core.models import _network_hint, describe_source
+from ..errors import InputError
+
+DEFAULT_DINO_MODEL = "facebook/dino-vits16"
+DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+
+
+def _load(what: str, model_id_or_path: str, option: str, load):
+    """Run `load(source)`, turning any failure into one InputError a person can act on."""
+    path = Path(model_id_or_path).expanduser()
+    kind = describe_source(model_id_or_path)
+    if kind not in ("folder", "hub"):
+        raise InputError(
+            f"{what} model '{model_id_or_path}' not found: it is not an existing folder and "
+            f"not a Hugging Face Hub id of the form owner/name. Choose another one with {option}."
+        )
+    local = kind == "folder"
+    source = str(path) if local else model_id_or_path
+    try:
+        return load(source)
+    except Exception as exc:  # transformers/hf raise many types; the user needs one message
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if local:
+            reason = (f"the folder {path} is not a {what} model saved with save_pretrained "
+                      f"({type(exc).__name__}: {detail})")
+        elif _network_hint(exc) is not None:
+            reason = ("it is not in the local Hugging Face cache and the Hub cannot be reached "
+                      "(or HF_HUB_OFFLINE is set). Download it once with network access "
+                      f"(hf download {model_id_or_path}), or pass a local folder")
+        else:
+            reason = f"{type(exc).__name__}: {detail}"
+        raise InputError(
+            f"Could not load the {what} model '{model_id_or_path}': {reason}. "
+            f"Choose another one with {option}."
+        ) from exc
+
+
+def _features(output) -> torch.Tensor:
+    # transformers 4 returns the projected features as a tensor, 5 as the pooler output.
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def _rgb(images: list[Image.Image]) -> list[Image.Image]:
+    return [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+
+
+class DinoScorer:
+    """DINO image embeddings: the CLS token of the ViT's last hidden state, as in the paper."""
+
+    def __init__(self, model_id_or_path: str = DEFAULT_DINO_MODEL, device=None,
+                 batch_size: int = 16):
+        from transformers import AutoImageProcessor, ViTModel
+
+        self.name = model_id_or_path
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+
+        def load(source):
+            processor = AutoImageProcessor.from_pretrained(source)
+            # The CLS token is read before any pooler, so none is built (no random weights).
+            model = ViTModel.from_pretrained(source, add_pooling_layer=False)
+            return processor, model
+
+        self.processor, model = _load("DINO", model_id_or_path, "--dino-model", load)
+        self.model = model.to(self.device, torch.float32).eval()
+
+    @torch.inference_mode()
+    def embed_images(self, images: list[Image.Image]) -> torch.Tensor:
+        """N x D float32 CPU tensor, one row per image."""
+        rows = []
+        for start in range(0, len(images), self.batch_size):
+            batch = _rgb(images[start:start + self.batch_size])
+            pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"]
+            hidden = self.model(pixel_values=pixels.to(self.device)).last_hidden_state
+            rows.append(hidden[:, 0].float().cpu())
+        return torch.cat(rows)
+
+
+class ClipScorer:
+    """CLIP image and text embeddings in the shared space (CLIP-I and CLIP-T)."""
+
+    def __init__(self, model_id_or_path: str = DEFAULT_CLIP_MODEL, device=None,
+                 batch_size: int = 16):
+        from transformers import CLIPModel, CLIPProcessor
+
+        self.name = model_id_or_path
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+
+        def load(source):
+            return CLIPProcessor.from_pretrained(source), CLIPModel.from_pretrained(source)
+
+        self.processor, model = _load("CLIP", model_id_or_path, "--clip-model", load)
+        self.model = model.to(self.device, torch.float32).eval()
+
+    @torch.inference_mode()
+    def embed_images(self, images: list[Image.Image]) -> torch.Tensor:
+        rows = []
+        for start in range(0, len(images), self.batch_size):
+            batch = _rgb(images[start:start + self.batch_size])
+            pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"]
+            rows.append(_features(self.model.get_image_features(
+                pixel_values=pixels.to(self.device))).float().cpu())
+        return torch.cat(rows)
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        rows = []
+        for start in range(0, len(texts), self.batch_size):
+            # CLIP's text encoder sees at most 77 tokens; longer prompts are cut, as in SD.
+            tokens = self.processor.tokenizer(
+                list(texts[start:start + self.batch_size]), padding=True, truncation=True,
+                return_tensors="pt",
+            )
+            tokens = {k: v.to(self.device) for k, v in tokens.items()}
+            rows.append(_features(self.model.get_text_features(**tokens)).float().cpu())
+        return torch.cat(rows)

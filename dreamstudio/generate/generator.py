@@ -1,0 +1,203 @@
+"""Generating images with a base model plus an optional subject LoRA.
+
+The pipeline and the loaded LoRA are cached: moving the UNet / text-encoder scale, the
+guidance or the sampler and generating again only changes adapter weights or swaps the
+scheduler object, it never reloads anything.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..config import GenerateConfig
+from ..core.cpu_memory import reuse_freed_memory
+from ..core.devices import inference_dtype, pick_device, release_memory
+from ..core.models import load_pipeline
+from ..errors import InputError
+from ..lora.files import ADAPTER_NAME, WEIGHTS_NAME, is_lora_dir
+from .png_metadata import save_png_with_parameters
+from .samplers import DEFAULT_SAMPLER, a1111_name, make_scheduler
+
+
+@dataclass
+class GeneratedImage:
+    image: Image.Image
+    seed: int
+    path: Path | None  # None when not saved (no output folder, or the run was stopped)
+
+
+def lora_file_name(lora_dir: Path) -> str:
+    """The name A1111 knows the LoRA by: the stem of its kohya file, else the folder name."""
+    kohya = [p for p in Path(lora_dir).glob("*.safetensors") if p.name != WEIGHTS_NAME]
+    return kohya[0].stem if len(kohya) == 1 else Path(lora_dir).name
+
+
+class Generator:
+    """Owns one cached pipeline for one base model; thread-safe."""
+
+    def __init__(self, model: str, device: str | None = None, dtype: torch.dtype | None = None,
+                 model_config_dir: str | None = None):
+        self.model = model
+        self.device = pick_device(device)
+        self.dtype = dtype or inference_dtype(self.device)
+        self.model_config_dir = model_config_dir
+        self._pipe = None
+        self._original_scheduler = None  # the model's own, to return to "Default"
+        self._sampler = DEFAULT_SAMPLER
+        self._lora_dir: Path | None = None
+        self._weights: dict | None = None  # adapter weights last set, to skip no-op updates
+        self._lock = threading.Lock()
+        self.model_loads = 0  # counted so tests and benchmarks can prove nothing reloads
+        self.lora_loads = 0
+
+    @property
+    def pipeline(self):
+        if self._pipe is None:
+            self._pipe = load_pipeline(self.model, self.device, self.dtype, self.model_config_dir)
+            self._original_scheduler = self._pipe.scheduler
+            self._sampler = DEFAULT_SAMPLER
+            self.model_loads += 1
+        return self._pipe
+
+    @property
+    def sampler_name(self) -> str:
+        """A1111 name of the sampler the next image uses (loads the model if needed)."""
+        return a1111_name(self.pipeline.scheduler)
+
+    def sampler_label(self, choice: str) -> str:
+        """A1111 name of a sampler choice; "Default" is named after the model's own."""
+        if choice != DEFAULT_SAMPLER:
+            return choice  # the choices are A1111's names already
+        self.pipeline  # noqa: B018 - loads the model (once) to learn its scheduler
+        return a1111_name(self._original_scheduler)
+
+    def _activate_sampler(self, name: str) -> None:
+        pipe = self.pipeline
+        if name != self._sampler:
+            # Always from the original config: switching A -> B -> Default ends where it began.
+            pipe.scheduler = make_scheduler(name, self._original_scheduler)
+            self._sampler = name
+
+    def _activate_lora(self, lora_dir: Path | None, unet_scale: float, te_scale: float) -> None:
+        pipe = self.pipeline
+        if lora_dir is not None:
+            lora_dir = Path(lora_dir).resolve()
+            if not is_lora_dir(lora_dir):
+                raise InputError(
+                    f"No LoRA found in {lora_dir}: it has no {WEIGHTS_NAME}. "
+                    "Train one first, or pick another folder."
+                )
+        if lora_dir != self._lora_dir:
+            if self._lora_dir is not None:
+                pipe.unload_lora_weights()
+                self._lora_dir = None
+                self._weights = None
+            if lora_dir is not None:
+                try:
+                    pipe.load_lora_weights(str(lora_dir), adapter_name=ADAPTER_NAME)
+                except Exception as exc:
+                    pipe.unload_lora_weights()
+                    raise InputError(
+                        f"Could not load the LoRA in {lora_dir} onto {self.model}: {exc}. "
+                        "Was it trained on a different base model?"
+                    ) from exc
+                self.lora_loads += 1
+            self._lora_dir = lora_dir
+        if self._lora_dir is not None:
+            loaded = pipe.get_list_adapters()
+            weights = {"unet": unet_scale, "text_encoder": te_scale}
+            weights = {k: v for k, v in weights.items() if ADAPTER_NAME in loaded.get(k, [])}
+            # set_adapters walks every LoRA layer; a grid often repeats the same scales.
+            if weights != self._weights:
+                pipe.set_adapters(ADAPTER_NAME, adapter_weights=weights)
+                self._weights = weights
+
+    def _prepare(self, config: GenerateConfig) -> None:
+        self._activate_lora(config.lora_dir, config.unet_scale, config.text_encoder_scale)
+        self._activate_sampler(config.sampler)
+
+    def prepare(self, config: GenerateConfig) -> None:
+        """Load what `config` needs and set its LoRA scales and sampler, without drawing:
+        all the work a generation does besides the pipeline call (the benchmark times it)."""
+        with self._lock:
+            self._prepare(config)
+
+    def generate(
+        self,
+        config: GenerateConfig,
+        output_dir: Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[GeneratedImage]:
+        """Generate `config.num_images` images; image i uses seed `config.seed + i`.
+
+        A set `cancel` stops within one sampler step; the half-denoised images are returned
+        (path None) but never saved.
+        """
+        with self._lock:
+            self._prepare(config)
+            pipe = self.pipeline
+            total = config.steps
+
+            def on_step_end(pipeline, step, timestep, kwargs):
+                if progress is not None:
+                    # PNDM (SD 1.x's default) runs one step more than asked: clamp the count.
+                    progress(min(step + 1, total), total)
+                if cancel is not None and cancel.is_set():
+                    pipeline._interrupt = True
+                return kwargs
+
+            seeds = [config.seed + i for i in range(config.num_images)]
+            generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+            with reuse_freed_memory(self.device):
+                images = pipe(
+                    [config.prompt] * config.num_images,
+                    negative_prompt=[config.negative_prompt] * config.num_images
+                    if config.negative_prompt else None,
+                    num_inference_steps=config.steps,
+                    guidance_scale=config.guidance,
+                    height=config.height,
+                    width=config.width,
+                    generator=generators,
+                    callback_on_step_end=on_step_end,
+                ).images
+            sampler_name = a1111_name(pipe.scheduler)
+        stopped = cancel is not None and cancel.is_set()
+        results = []
+        for image, seed in zip(images, seeds, strict=True):
+            path = None
+            if output_dir is not None and not stopped:
+                params = self.image_parameters(config, seed, image.size, sampler_name)
+                path = save_png_with_parameters(image, Path(output_dir), params)
+            results.append(GeneratedImage(image, seed, path))
+        return results
+
+    def image_parameters(self, config: GenerateConfig, seed: int, size: tuple[int, int],
+                         sampler_name: str) -> dict:
+        """What a PNG of this generator stores: the config plus what it resolved to."""
+        params = {**config.to_dict(), "seed": seed, "num_images": 1, "model": self.model,
+                  "width": size[0], "height": size[1], "sampler_name": sampler_name}
+        if config.lora_dir is not None:
+            params["lora_name"] = lora_file_name(config.lora_dir)
+        return params
+
+    def unload(self) -> None:
+        """Drop the pipeline (e.g. before training on a small GPU)."""
+        with self._lock:
+            self._pipe = None
+            self._original_scheduler = None
+            self._sampler = DEFAULT_SAMPLER
+            self._lora_dir = None
+            self._weights = None
+            release_memory()
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")

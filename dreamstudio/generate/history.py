@@ -1,0 +1,90 @@
+"""Earlier images of a subject, read back from the PNGs and the settings stored in them.
+
+Nothing else is kept: the generated/ folder is the history, so images copied in from
+elsewhere (with DreamStudio metadata) show up too, and deleting a file removes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .png_metadata import read_parameters
+from .samplers import choice_for
+
+MAX_ITEMS = 48
+
+
+@dataclass
+class HistoryItem:
+    path: Path
+    params: dict  # as save_png_with_parameters stored them
+
+    @property
+    def is_grid(self) -> bool:
+        return bool(self.params.get("grid"))
+
+    def caption(self) -> str:
+        """One short line for a thumbnail: what differs most between images."""
+        p = self.params
+        bits = []
+        if self.is_grid:
+            grid = p["grid"]
+            axes = [grid["x"]["label"]] + ([grid["y"]["label"]] if grid.get("y") else [])
+            bits.append("grid: " + " × ".join(axes))
+        bits.append(f"seed {p.get('seed')}")
+        if p.get("lora_dir") and not self.is_grid:
+            bits.append(f"LoRA {p.get('unet_scale', 1):g}/{p.get('text_encoder_scale', 1):g}")
+        bits.append(f"cfg {p.get('guidance', '?')}")
+        return " · ".join(str(b) for b in bits)
+
+
+def list_history(folder: Path, limit: int = MAX_ITEMS) -> list[HistoryItem]:
+    """The newest `limit` PNGs in `folder` that carry DreamStudio parameters, newest first.
+
+    Unreadable or foreign PNGs are skipped: one broken file must not hide the others.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    files = []
+    for path in folder.glob("*.png"):
+        try:
+            files.append((path.stat().st_mtime, path.name, path))
+        except OSError:  # deleted while listing
+            continue
+    items = []
+    for _, _, path in sorted(files, reverse=True):
+        try:
+            params = read_parameters(path)
+        except (OSError, ValueError, SyntaxError):
+            continue
+        if isinstance(params, dict) and params.get("prompt"):
+            items.append(HistoryItem(path, params))
+            if len(items) >= limit:
+                break
+    return items
+
+
+def settings_from(params: dict) -> dict:
+    """The Generate controls' values for stored parameters (GenerateConfig field names).
+
+    Older PNGs stored the scheduler's class name as 'sampler': those map to "Default".
+    """
+    settings = {
+        "prompt": params.get("prompt", ""),
+        "negative_prompt": params.get("negative_prompt") or "",
+        "unet_scale": float(params.get("unet_scale", 1.0)),
+        "text_encoder_scale": float(params.get("text_encoder_scale", 1.0)),
+        "guidance": float(params.get("guidance", 7.5)),
+        "steps": int(params.get("steps", 30)),
+        "seed": int(params.get("seed", 0)),
+        "height": int(params.get("height") or 0),
+        "width": int(params.get("width") or 0),
+        "sampler": choice_for(params.get("sampler")),
+        "lora_dir": params.get("lora_dir") or None,
+    }
+    grid = params.get("grid") or {}
+    if grid:
+        settings["grid"] = grid
+    return settings

@@ -1,0 +1,84 @@
+"""Training checkpoints: everything needed to continue a run exactly where it stopped.
+
+Each checkpoint is a folder `checkpoints/step-000050/` written under a temporary name and
+renamed into place, so a crash mid-write never leaves a checkpoint that looks complete.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import TrainingError
+
+_NAME = re.compile(r"^step-(\d{6,})$")
+STATE_FILE = "state.pt"
+WEIGHTS_FILE = "lora.safetensors"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+
+
+def checkpoints_dir(output_dir: Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def list_checkpoints(output_dir: Path) -> list[Checkpoint]:
+    """Complete checkpoints, oldest first."""
+    folder = checkpoints_dir(output_dir)
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in folder.iterdir():
+        match = _NAME.match(child.name)
+        if match and (child / STATE_FILE).is_file() and (child / WEIGHTS_FILE).is_file():
+            found.append(Checkpoint(child, int(match.group(1))))
+    return sorted(found, key=lambda c: c.step)
+
+
+def latest_checkpoint(output_dir: Path) -> Checkpoint | None:
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor],
+                    state: dict, keep: int) -> Path:
+    folder = checkpoints_dir(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step-{step:06d}"
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".writing-"))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
+                  str(tmp / WEIGHTS_FILE))
+        torch.save(state, tmp / STATE_FILE)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old.path, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(checkpoint: Checkpoint) -> tuple[dict[str, torch.Tensor], dict]:
+    try:
+        weights = load_file(str(checkpoint.path / WEIGHTS_FILE))
+        state = torch.load(checkpoint.path / STATE_FILE, weights_only=True)
+    except Exception as exc:
+        raise TrainingError(
+            f"Checkpoint {checkpoint.path} is unreadable ({exc}); delete it to resume from "
+            "the one before, or start the run again without resume."
+        ) from exc
+    return weights, state

@@ -1,0 +1,221 @@
+"""The subject's identifier: a rare token of the base model's own text encoder.
+
+DreamBooth (Ruiz et al. 2022, section 3.2) binds the subject to a rare token so that it
+carries little prior meaning the fine-tuning must first overwrite: a common word ("dog")
+drags its meaning into every image, and a made-up word the tokenizer splits into several
+pieces ("xqzv" -> "x", "qz", "v") is a mix of pieces that each mean something. For CLIP's
+byte-pair vocabulary a token's id is its merge rank, so high ids are the rare tokens.
+
+Only the tokenizer is loaded (a few MB, well under a second), never the model.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.models import DEFAULT_MODEL, describe_source
+from ..errors import ModelLoadError
+
+PROMPT_TEMPLATE = "a photo of {}"
+WORD_END = "</w>"  # CLIP's marker of a token that ends a word
+# Token ids as fractions of the vocabulary (for CLIP's 49,408 tokens: common below ~9,900,
+# suggestions from ~39,500 up, i.e. the last fifth of the merges).
+COMMON_FRACTION = 0.2
+RARE_FRACTION = 0.8
+SUGGEST_LENGTHS = (2, 4)
+
+# Everyday short English words: common whatever their token rank says.
+_COMMON_WORDS_TEXT = """
+a an the of to in on at by for from with as is are was were be been am do does did done
+has have had not no yes and or but if so than then this that these those it its he she
+we you they me him her us them my your our their his who what when where why how all any
+each few more most some such one two six ten new old big small good bad best top hot cold
+red blue pink gold dark light man men boy girl baby kid kids lady guy dog dogs cat cats
+pet toy toys car bus box bag cup mug hat cap bed sofa door wall road tree leaf rock sand
+sea sky sun moon star fire ice snow rain wind air day year time life love home face eye
+eyes hand head hair arm leg foot feet body skin nose ear lip lips art book film shot pic
+pics view city town shop park farm zoo lake hill bird fish duck cow pig bear lion wolf fox
+deer frog owl bee ant rat cake food milk tea wine beer meat egg rice corn bean pie bun
+play game team king queen lord god war gun guns law job work fun joy pain hope fear look
+make take give get got go went come came see saw say said know tell want need like feel
+keep let put run sit eat buy pay win lose open shut stop move turn show help call ask
+try use very much many well just only also even back down up out off over into onto
+here there now soon ever next last long tall wide high low near far free full real
+true fake nice cute cool fine easy hard soft warm wet dry raw rich poor sick dead live
+"""
+COMMON_WORDS = frozenset(_COMMON_WORDS_TEXT.split())
+
+# Never suggested: slurs, sexual, drug and violent words, as whole tokens or inside one.
+_BLOCKED = ("nig", "fag", "jap", "kkk", "klan", "nazi", "kike", "spic", "gook", "coon",
+            "dyk", "homo", "gay", "sex", "porn", "milf", "lewd", "nip", "cum", "cock", "dick",
+            "tit", "cunt", "slut", "whor", "rape", "fck", "fuk", "fuc", "shit", "stfu", "wtf",
+            "ass", "lsd", "thc", "weed", "kill", "gun", "isis")
+_ALPHA = re.compile(r"^[a-z]+$")
+
+
+def compose_prompts(identifier: str, class_noun: str,
+                    template: str = PROMPT_TEMPLATE) -> tuple[str, str]:
+    """('a photo of sks dog', 'a photo of dog'): the instance and the class prompt."""
+    identifier, noun = (identifier or "").strip(), (class_noun or "").strip()
+    # No identifier, no instance prompt: "a photo of dog" would retrain the whole class.
+    return (template.format(f"{identifier} {noun}".strip()) if identifier else "",
+            template.format(noun) if noun else "")
+
+
+def class_noun_of(class_prompt: str | None) -> str:
+    """'a photo of a person' -> 'person': the noun phrase of a class prompt."""
+    text = (class_prompt or "").strip()
+    prefix = PROMPT_TEMPLATE.format("")
+    if text.lower().startswith(prefix):
+        text = text[len(prefix):]
+    words = text.split()
+    if len(words) > 1 and words[0].lower() in ("a", "an", "the"):
+        words = words[1:]
+    return " ".join(words)
+
+
+def split_instance_prompt(prompt: str | None) -> tuple[str, str] | None:
+    """'a photo of sks dog' -> ('sks', 'dog'); None if the prompt is not of that form."""
+    text = (prompt or "").strip()
+    prefix = PROMPT_TEMPLATE.format("")
+    if not text.lower().startswith(prefix):
+        return None
+    words = text[len(prefix):].split()
+    return (words[0], " ".join(words[1:])) if len(words) >= 2 else None
+
+
+def tokenizer_source(model: str, model_config_dir: str | None = None) -> str:
+    """Where the tokenizer of `model` lives: the folder or Hub id itself, or for a single
+    checkpoint file the config folder given with it (else the SD 1.5 repo it derives from)."""
+    if describe_source(model) == "file":
+        return model_config_dir or DEFAULT_MODEL
+    return str(Path(model).expanduser()) if describe_source(model) == "folder" else model
+
+
+def load_tokenizer(model: str, model_config_dir: str | None = None):
+    """The base model's CLIP tokenizer alone (no weights)."""
+    from transformers import CLIPTokenizer
+
+    source = tokenizer_source(model, model_config_dir)
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
+        # transformers 5 quietly builds an empty tokenizer from a folder without vocab files.
+        if len(tokenizer) < 1000:
+            raise ValueError(f"no vocabulary in {source}/tokenizer")
+        return tokenizer
+    except Exception as exc:  # offline Hub, missing folder, damaged files: one message
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"The tokenizer of the base model could not be loaded from '{source}' ({detail}), "
+            "so identifiers cannot be checked. Training still works; with a single-file "
+            "checkpoint, pass a diffusers config folder (it has tokenizer/) to check them."
+        ) from exc
+
+
+@dataclass
+class IdentifierCheck:
+    identifier: str
+    tokens: list[str]  # as the text encoder sees them, without the word-end marker
+    token_ids: list[int]
+    vocab_size: int
+    instance_prompt: str
+    class_prompt: str
+    common: bool = False  # a frequent token or an everyday word: it already means something
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def single_token(self) -> bool:
+        return len(self.token_ids) == 1
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.identifier) and not self.warnings
+
+
+def _encode(tokenizer, word: str) -> list[int]:
+    return list(tokenizer(word, add_special_tokens=False)["input_ids"])
+
+
+def _common_below(tokenizer) -> int:
+    return int(len(tokenizer) * COMMON_FRACTION)
+
+
+def check_identifier(tokenizer, identifier: str, class_noun: str = "",
+                     template: str = PROMPT_TEMPLATE) -> IdentifierCheck:
+    """How the text encoder sees `identifier`, with a warning for each way it is a poor one."""
+    word = (identifier or "").strip()
+    instance_prompt, class_prompt = compose_prompts(word, class_noun, template)
+    ids = _encode(tokenizer, word) if word else []
+    tokens = [t.removesuffix(WORD_END) for t in tokenizer.convert_ids_to_tokens(ids)]
+    check = IdentifierCheck(word, tokens, ids, len(tokenizer), instance_prompt, class_prompt)
+    warn = check.warnings.append
+    if not word:
+        warn("No identifier yet: type a rare word such as 'sks', or press Suggest.")
+        return check
+    if len(word.split()) > 1:
+        warn(f"'{word}' is several words: use one word as the identifier.")
+    if len(ids) > 1:
+        warn(f"'{word}' becomes {len(ids)} tokens ({' + '.join(tokens)}): the subject would "
+             "be tied to several pieces that each already mean something. Prefer a word "
+             "that stays one token, e.g. one of the suggestions.")
+    elif word.lower() in COMMON_WORDS or ids[0] < _common_below(tokenizer):
+        check.common = True
+        warn(f"'{word}' is a common word to the text encoder (token #{ids[0]} of "
+             f"{len(tokenizer)}): it already means something, and training would bend that "
+             "meaning. Prefer a rare token, e.g. one of the suggestions.")
+    if (class_noun or "").strip() and word.lower() == class_noun.strip().lower():
+        warn("The identifier and the class noun are the same word: the identifier must be "
+             "a separate, rare word.")
+    elif not (class_noun or "").strip():
+        warn("No class noun: add what the subject is (dog, man, woman, backpack...), so the "
+             "model starts from what it knows about that class.")
+    return check
+
+
+def _suggestable(token: str) -> bool:
+    lo, hi = SUGGEST_LENGTHS
+    return (lo <= len(token) <= hi and bool(_ALPHA.match(token))
+            and token not in COMMON_WORDS
+            and len(set(token)) > 1  # no 'zzzz', 'nnnn'
+            and any(c not in "aeiou" for c in token)  # no vowels-only 'aua'
+            and not any(b in token for b in _BLOCKED))
+
+
+def rare_candidates(tokenizer) -> list[str]:
+    """Every suggestable token: rare (top band of ids), word-final, short, alphabetic."""
+    start = int(len(tokenizer) * RARE_FRACTION)
+    found = []
+    for token, token_id in tokenizer.get_vocab().items():
+        if token_id < start or not token.endswith(WORD_END):
+            continue
+        text = token.removesuffix(WORD_END)
+        # Typed alone, the word must come back as this very token (BPE may split it).
+        if _suggestable(text) and _encode(tokenizer, text) == [token_id]:
+            found.append((token_id, text))
+    return [text for _, text in sorted(found)]
+
+
+def suggest_identifiers(tokenizer, count: int = 5, seed: int = 0,
+                        candidates: list[str] | None = None) -> list[str]:
+    """`count` rare single-token identifiers, the same ones for the same seed."""
+    candidates = rare_candidates(tokenizer) if candidates is None else candidates
+    return random.Random(seed).sample(candidates, min(count, len(candidates)))
+
+
+class IdentifierAdvisor:
+    """Checks and suggestions for one base model; scans its vocabulary once (~0.2 s)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._candidates: list[str] | None = None
+
+    def check(self, identifier: str, class_noun: str = "") -> IdentifierCheck:
+        return check_identifier(self.tokenizer, identifier, class_noun)
+
+    def suggest(self, count: int = 5, seed: int = 0) -> list[str]:
+        if self._candidates is None:
+            self._candidates = rare_candidates(self.tokenizer)
+        return suggest_identifiers(self.tokenizer, count, seed, self._candidates)

@@ -1,0 +1,82 @@
+"""Setting up a training run: accelerator, optimizer, speed options, data order."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..config import TrainConfig
+from ..errors import TrainingError
+
+log = logging.getLogger("dreamstudio.training")
+
+
+def new_accelerator(mixed_precision: str, device: torch.device):
+    # Accelerate keeps process-wide singletons; a second run in the same app process with
+    # other settings would otherwise fail with "AcceleratorState has already been initialized".
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision, cpu=device.type == "cpu")
+
+
+class Batches:
+    """Reproducible shuffled passes over N items, `size` at a time."""
+
+    def __init__(self, n: int, size: int, generator: torch.Generator):
+        self.n, self.size, self.generator = n, size, generator
+        self.order: list[int] = []
+
+    def next(self) -> torch.Tensor:
+        picked = []
+        while len(picked) < self.size:
+            if not self.order:
+                self.order = torch.randperm(self.n, generator=self.generator).tolist()
+            picked.append(self.order.pop())
+        return torch.tensor(picked)
+
+
+def cast_frozen(model, dtype: torch.dtype) -> None:
+    """Cast a frozen model's weights. diffusers warns about modules to keep in fp32 on every
+    cast, even when there are none (the SD UNet has none): only then is the warning muted."""
+    diffusers_log = logging.getLogger("diffusers.models.modeling_utils")
+    level = diffusers_log.level
+    if not getattr(model, "_keep_in_fp32_modules", None):
+        diffusers_log.setLevel(logging.ERROR)
+    try:
+        model.to(dtype=dtype)
+    finally:
+        diffusers_log.setLevel(level)
+
+
+def make_optimizer(params: list[dict], use_8bit: bool):
+    if not use_8bit:
+        return torch.optim.AdamW(params, weight_decay=1e-2)
+    try:
+        import bitsandbytes as bnb
+    except ImportError as exc:
+        raise TrainingError(
+            "8-bit Adam needs the optional package bitsandbytes (CUDA only): "
+            "pip install bitsandbytes, or turn 8-bit Adam off."
+        ) from exc
+    return bnb.optim.AdamW8bit(params, weight_decay=1e-2)
+
+
+def apply_speedups(unet, text_encoder, config: TrainConfig, device: torch.device) -> None:
+    # PyTorch SDPA is diffusers' default attention; xformers only pays off on CUDA.
+    if device.type == "cuda":
+        try:
+            import xformers  # noqa: F401
+
+            unet.enable_xformers_memory_efficient_attention()
+        except Exception:  # noqa: BLE001 - missing or broken xformers: SDPA stays
+            log.info("xformers not available; using PyTorch SDPA attention")
+    if config.channels_last:
+        unet.to(memory_format=torch.channels_last)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if config.train_text_encoder:
+            text_encoder.gradient_checkpointing_enable()

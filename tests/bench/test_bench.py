@@ -1,0 +1,32 @@
+"""The benchmark runs and writes its figures (no timing assertions: figures, not targets)."""
+
+from __future__ import annotations
+
+import json
+
+from bench.train import main
+
+
+def test_bench_measures_the_unet_step_and_writes_json(tiny_model, tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["--model", str(tiny_model), "--resolution", "64", "--only", "share",
+                 "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    for key in ("unet_step_bfloat16", "unet_step_float32"):
+        step = data[key]
+        assert step["tflop_per_step"] > 0 and step["step_s"] > 0
+        assert step["matmul_peak_tflops"] > 0 and step["share_of_peak"] > 0
+        # The figures are consistent with each other (rounded to 4 digits in the JSON).
+        achieved = step["tflop_per_step"] / step["step_s"]
+        assert abs(step["achieved_tflops"] - achieved) <= 0.2 * achieved + 1e-3
+    assert data["resolution"] == 64 and "speedups" in data
+
+
+def test_repeated_runs_report_the_median_run():
+    from bench.train import _median_run
+
+    runs = [{"s_per_step": s, "wall_long_s": 10 * s} for s in (3.0, 1.0, 2.0)]
+    median = _median_run(runs)
+    assert median["s_per_step"] == 2.0 and median["wall_long_s"] == 20.0
+    assert median["s_per_step_all"] == [3.0, 1.0, 2.0]
+    assert _median_run(runs[:2])["s_per_step"] == 1.0  # even count: the lower middle

@@ -1,0 +1,457 @@
+"""The Gradio app end to end: launched in-process, driven over HTTP with gradio_client."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dreamstudio.core.models import DEFAULT_MODEL
+from dreamstudio.errors import InputError
+from dreamstudio.ui.launch import SHARE_USER, launch, main, parse_args
+
+pytestmark = pytest.mark.slow
+
+SUBJECT = "dog"
+PROMPT = "a photo of sks dog"
+
+
+def _train_args(run_name: str, steps: int) -> dict:
+    return {
+        "subject": SUBJECT, "instance_prompt": PROMPT, "prior_preservation": False,
+        "class_prompt": "", "num_class_images": 100, "prior_loss_weight": 1.0, "steps": steps,
+        "resolution": 64, "learning_rate": 1e-3, "text_encoder_lr": 1e-4,
+        "train_text_encoder": True, "rank": 4, "batch_size": 1, "seed": 0,
+        "run_name": run_name, "api_name": "/start_training",
+    }
+
+
+def _wait_until_done(client, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.predict(api_name="/training_status")
+        if status["state"] != "running":
+            return status
+        assert time.monotonic() < deadline, f"training still running: {status}"
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def app(tiny_model, tmp_path_factory, app_runner):
+    from gradio_client import Client
+
+    workspace = tmp_path_factory.mktemp("workspace")
+    with app_runner(tiny_model, workspace) as (url, studio):
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        yield Client(url, verbose=False), studio, workspace, port
+
+
+@pytest.fixture(scope="module")
+def prepared(app, dog_photos, tmp_path_factory):
+    """Prepare the subject through the API: 3 real photos and one empty file."""
+    from gradio_client import handle_file
+
+    client = app[0]
+    empty = tmp_path_factory.mktemp("upload") / "empty.jpg"
+    empty.write_bytes(b"")
+    files = [handle_file(str(p)) for p in dog_photos[:3]] + [handle_file(str(empty))]
+    return client.predict(SUBJECT, files, "object", 64, 2.2, api_name="/prepare")
+
+
+def test_prepare_keeps_good_photos_and_explains_rejects(app, prepared):
+    client, _, workspace, _ = app
+    summary, gallery, rejected, *_ = prepared
+    assert "3 photos kept" in summary and "1 not used" in summary
+    assert len(gallery) == 3
+    for item in gallery:
+        with Image.open(item["image"]) as im:
+            assert im.size == (64, 64)
+    assert [row[0] for row in rejected["data"]] == ["empty.jpg"]
+    assert rejected["data"][0][1]  # a reason a person can read
+    assert len(list((workspace / "subjects" / SUBJECT / "photos").glob("*.png"))) == 3
+
+    # Picking the subject again shows its current crops.
+    _, again, _, mode, size, _ = client.predict(SUBJECT, api_name="/subject_photos")
+    assert len(again) == 3 and (mode, size) == ("object", 64)
+
+
+def test_app_serves_workspace_files_only(app, prepared):
+    import httpx
+
+    _, _, workspace, port = app
+    assert os.environ["GRADIO_TEMP_DIR"].startswith(str(workspace))
+    crop = next((workspace / "subjects" / SUBJECT / "photos").glob("*.png"))
+    outside = Path(__file__).resolve()
+    base = f"http://127.0.0.1:{port}/gradio_api/file="
+    assert httpx.get(f"{base}{crop}").status_code == 200
+    assert httpx.get(f"{base}{outside}").status_code in (403, 404)
+
+
+def test_second_training_is_refused_and_cancel_works(app, prepared):
+    client, _, workspace, _ = app
+    started = client.predict(**_train_args("long", steps=100_000))
+    assert "Training started" in started
+    refused = client.predict(**_train_args("other", steps=5))
+    assert "already in progress" in refused
+    assert "Cancelling" in client.predict(api_name="/cancel_training")
+    status = _wait_until_done(client, timeout=60)
+    assert status["state"] == "cancelled", status
+    assert "cancelled" in status["message"].lower()
+    assert status["lora_dir"] is None
+    assert not list((workspace / "subjects" / SUBJECT / "loras").glob("long/*.safetensors"))
+    assert "nothing to cancel" in client.predict(api_name="/cancel_training")
+
+
+def test_train_then_generate_with_cached_model(app, prepared):
+    client, studio, workspace, _ = app
+    assert "Training started" in client.predict(**_train_args("run1", steps=6))
+    status = _wait_until_done(client)
+    assert status["state"] == "completed", status
+    assert status["step"] == status["total_steps"] == 6
+    assert status["lora_dir"] and Path(status["lora_dir"]).is_dir()
+
+    label = f"{SUBJECT} / run1"
+    assert label in client.predict(api_name="/list_loras")
+
+    def generate(unet_scale: float) -> np.ndarray:
+        gallery, caption = client.predict(
+            lora=label, prompt=PROMPT, negative_prompt="", unet_scale=unet_scale,
+            text_encoder_scale=1.0, guidance=7.5, steps=3, seed=0, num_images=1,
+            height=64, width=64, api_name="/generate",
+        )
+        assert len(gallery) == 1 and label in caption
+        with Image.open(gallery[0]["image"]) as im:
+            assert im.size == (64, 64)
+            return np.asarray(im.convert("RGB"), dtype=np.int16)
+
+    with_lora, without_lora = generate(1.0), generate(0.0)
+    assert np.abs(with_lora - without_lora).max() > 0
+    assert len(list((workspace / "subjects" / SUBJECT / "generated").glob("*.png"))) == 2
+    # Moving a slider and generating again changes adapter weights; nothing reloads.
+    assert studio.generator.model_loads == 1
+    assert studio.generator.lora_loads == 1
+
+
+def test_user_errors_come_back_as_messages(app, prepared):
+    client = app[0]
+    _, caption = client.predict(
+        lora="(base model, no LoRA)", prompt="  ", negative_prompt="", unet_scale=1.0,
+        text_encoder_scale=1.0, guidance=7.5, steps=3, seed=0, num_images=1, height=64,
+        width=64, api_name="/generate",
+    )
+    assert caption.startswith("⚠️") and "prompt is empty" in caption
+    message = client.predict(**{**_train_args("x", 5), "subject": "nobody"})
+    assert message.startswith("⚠️") and "no prepared photos" in message
+
+
+# ---- command line (no server, no network) ------------------------------------------------
+
+def test_defaults_bind_localhost():
+    options = parse_args([])
+    assert (options.host, options.port, options.model) == ("127.0.0.1", 7860, DEFAULT_MODEL)
+    assert options.auth is None and not options.share
+
+
+def test_share_without_auth_makes_a_strong_password():
+    first, second = parse_args(["--share"]), parse_args(["--share"])
+    assert first.generated_password and first.auth[0] == SHARE_USER
+    assert len(first.auth[1]) >= 20 and first.auth[1] != second.auth[1]
+    chosen = parse_args(["--share", "--auth", "anna:pa:ss"])
+    assert chosen.auth == ("anna", "pa:ss") and not chosen.generated_password
+
+
+@pytest.mark.parametrize("value", ["nocolon", ":pass", "user:"])
+def test_auth_must_be_user_colon_pass(value, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--auth", value])
+    assert "USER:PASS" in capsys.readouterr().err
+
+
+def test_missing_local_model_fails_at_startup(tmp_path, capsys):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(InputError, match="not found"):
+        launch(["--model", str(missing), "--workspace", str(tmp_path / "ws")], block=False)
+    assert main(["--model", str(missing), "--workspace", str(tmp_path / "ws")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not found" in err
+
+
+# ---- Data tab: reviewing photos, renaming and deleting subjects ---------------------------
+
+REVIEWED = "review-cat"
+
+
+def _manifest(workspace: Path, subject: str) -> dict:
+    import json
+
+    return json.loads((workspace / "subjects" / subject / "photos" / "manifest.json")
+                      .read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def reviewed(app, dog_photos):
+    """A second subject, so these tests leave the trained 'dog' alone."""
+    from gradio_client import handle_file
+
+    client, _, workspace, _ = app
+    files = [handle_file(str(p)) for p in dog_photos[:4]]
+    client.predict(REVIEWED, files, "object", 64, 2.2, api_name="/prepare")
+    return [r["output"] for r in _manifest(workspace, REVIEWED)["results"]]
+
+
+def test_exclude_and_include_a_photo_through_the_app(app, reviewed):
+    from dreamstudio.train.latents import image_files
+
+    client, _, workspace, _ = app
+    photos = workspace / "subjects" / REVIEWED / "photos"
+    assert len(image_files(photos)) == 4
+    text, summary, gallery, _ = client.predict(REVIEWED, reviewed[1], True,
+                                               api_name="/exclude_photo")
+    assert "Left out of training" in text
+    assert "left 1 out of training, so 3 will be used" in summary
+    assert "(left out)" in gallery[1]["caption"] and len(gallery) == 4
+    assert _manifest(workspace, REVIEWED)["excluded"] == [reviewed[1]]
+    assert [p.name for p in image_files(photos)] == [reviewed[0], *reviewed[2:]]
+
+    text, summary, gallery, _ = client.predict(REVIEWED, reviewed[1], False,
+                                               api_name="/exclude_photo")
+    assert "Left out" not in text and "left 1 out" not in summary
+    assert _manifest(workspace, REVIEWED)["excluded"] == []
+    assert len(image_files(photos)) == 4
+    text, *_ = client.predict(REVIEWED, "no-such.png", True, api_name="/exclude_photo")
+    assert text.startswith("⚠️") and "no-such.png" in text
+
+
+def test_recrop_a_photo_by_hand_through_the_app(app, reviewed):
+    client, _, workspace, _ = app
+    crop = workspace / "subjects" / REVIEWED / "photos" / reviewed[0]
+    before = crop.read_bytes()
+    out = client.predict(REVIEWED, reviewed[0], 10, 20, 300, api_name="/recrop_photo")
+    text, sliders = out[0], out[5:8]  # x, y, side come back as updates with new limits
+    assert "crop 300 px at (10, 20), set by hand" in text
+    assert [s["value"] for s in sliders] == [10, 20, 300]
+    assert [s["maximum"] for s in sliders] == [780, 780, 780]  # the photo's own size
+    result = _manifest(workspace, REVIEWED)["results"][0]
+    assert result["crop_box"] == [10, 20, 310, 320] and result["manual_crop"] is True
+    assert crop.read_bytes() != before
+    with Image.open(crop) as im:
+        assert im.size == (64, 64)
+
+    # Back to the automatic centre square.
+    out = client.predict(REVIEWED, reviewed[0], api_name="/reset_crop")
+    assert "centre square" in out[0]
+    assert _manifest(workspace, REVIEWED)["results"][0]["manual_crop"] is False
+
+
+def test_rename_and_delete_a_subject_through_the_app(app, prepared, reviewed, monkeypatch):
+    client, studio, workspace, _ = app
+    subjects = workspace / "subjects"
+    for bad in ("../x", "dog", "", "a/b"):
+        message, *_ = client.predict(REVIEWED, bad, api_name="/rename_subject")
+        assert message.startswith("⚠️"), (bad, message)
+    assert (subjects / REVIEWED).is_dir() and not (workspace / "x").exists()
+
+    new = "Mieze 猫"
+    message, dropdown, _ = client.predict(REVIEWED, new, api_name="/rename_subject")
+    assert f"to **{new}**" in message
+    assert dropdown["value"] == new and [c[1] for c in dropdown["choices"]] == [new, SUBJECT]
+    assert (subjects / new / "photos" / "manifest.json").is_file()
+    assert not (subjects / REVIEWED).exists()
+
+    message, *_ = client.predict(new, False, api_name="/delete_subject")
+    assert message.startswith("⚠️") and "tick 'Yes, delete'" in message
+    assert (subjects / new).is_dir()
+
+    class Training:  # what Studio.jobs.status() says while a run of this subject goes on
+        running = True
+        config = type("Config", (), {"output_dir": subjects / new / "loras" / "run"})()
+
+    monkeypatch.setattr(studio.jobs, "status", lambda: Training())
+    message, *_ = client.predict(new, True, api_name="/delete_subject")
+    assert "being trained right now" in message and (subjects / new).is_dir()
+    monkeypatch.undo()
+
+    message, dropdown, confirm = client.predict(new, True, api_name="/delete_subject")
+    assert message == f"Deleted **{new}**." and confirm is False
+    assert dropdown["value"] is None and [c[1] for c in dropdown["choices"]] == [SUBJECT]
+    assert not (subjects / new).exists() and (subjects / SUBJECT).is_dir()
+
+
+# ---- Train tab: run names, resume, live visibility, identifier, class images ---------------
+
+def test_training_shows_validation_images_files_and_resumes(app, prepared):
+    client = app[0]
+    args = {**_train_args("visible", steps=4), "validation_every": 2, "checkpoint_every": 2,
+            "export_kohya": True, "mixed_precision": "no"}
+    assert "Training started" in client.predict(**args)
+    status = _wait_until_done(client)
+    assert status["state"] == "completed", status
+    shots = [Path(p) for p in status["validation_images"]]
+    assert [p.name for p in shots] == ["step-000002-0.png", "step-000004-0.png"]
+    assert all(p.is_file() for p in shots)
+    assert Path(status["kohya_path"]).is_file() and Path(status["log_path"]).is_file()
+    assert status["elapsed_seconds"] > 0 and status["started_at"]
+
+    # The name is taken now: refused, with a free name to use instead.
+    refused = client.predict(**args)
+    assert refused.startswith("⚠️") and "already exists" in refused and "'visible-2'" in refused
+    assert "checkpoint at step 2" in client.predict(SUBJECT, "visible", api_name="/run_info")
+
+    # Resume refuses other settings before anything loads, then continues with the same.
+    mismatch = client.predict(**{**args, "rank": 8, "steps": 6,
+                                 "api_name": "/resume_training"})
+    assert mismatch.startswith("⚠️") and "rank (was 4, now 8)" in mismatch
+    resumed = client.predict(**{**args, "steps": 6, "api_name": "/resume_training"})
+    assert "from step 2 to 6" in resumed
+    status = _wait_until_done(client)
+    assert status["state"] == "completed" and status["resumed"], status
+    assert status["step"] == 6
+    assert [Path(p).name for p in status["validation_images"]][-2:] == [
+        "step-000004-0.png", "step-000006-0.png"]
+
+
+def test_identifier_check_and_suggestions_through_the_app(app):
+    client = app[0]
+    instance, klass, check = client.predict("sks", "dog", api_name="/check_identifier")
+    assert (instance, klass) == ("a photo of sks dog", "a photo of dog")
+    assert "one token" in check and "⚠️" not in check
+    _, _, check = client.predict("dog", "dog", api_name="/check_identifier")
+    assert "common word" in check
+    first = client.predict("dog", "a photo of dog", api_name="/suggest_identifiers")
+    radio, word, instance, check = first
+    assert word == radio["value"] and instance == f"a photo of {word} dog"
+    assert "one token" in check and len(radio["choices"]) == 5
+
+
+def test_own_class_images_join_the_shared_folder(app, dog_photos):
+    from gradio_client import handle_file
+
+    client, studio, _, _ = app
+    prompt = "a photo of a dog"
+    text, gallery, _ = client.predict(prompt, 64, 3, [handle_file(str(dog_photos[0]))],
+                                      api_name="/add_class_images")
+    assert "Added 1 picture" in text and "**1 of 3**" in text and "1 yours" in text
+    assert "missing" in text and "reuses them" in text
+    assert [item["caption"] for item in gallery] == ["yours"]
+    folder = studio.workspace.class_images_dir(studio.model, prompt, 64)
+    (stored,) = [p.name for p in folder.iterdir()]
+    assert stored.startswith("own_")
+    again, gallery = client.predict(prompt, 64, 1, api_name="/class_images")
+    assert "**1 of 1**" in again and len(gallery) == 1
+
+
+# ---- Generate tab: grids, samplers, history, stop; Evaluate tab ----------------------------
+
+def _trained_label(client) -> str:
+    """'dog / run1', trained here unless an earlier test already did."""
+    label = f"{SUBJECT} / run1"
+    if label not in client.predict(api_name="/list_loras"):
+        assert "Training started" in client.predict(**_train_args("run1", steps=6))
+        assert _wait_until_done(client)["state"] == "completed"
+    return label
+
+
+def _generate_args(label: str, **changes) -> dict:
+    return {"lora": label, "prompt": PROMPT, "negative_prompt": "", "unet_scale": 1.0,
+            "text_encoder_scale": 1.0, "guidance": 7.5, "steps": 2, "seed": 3, "num_images": 1,
+            "height": 64, "width": 64, "sampler": "Euler a", **changes}
+
+
+def test_grid_sampler_and_history_through_the_app(app, prepared):
+    client, studio, workspace, _ = app
+    label = _trained_label(client)
+    generated = workspace / "subjects" / SUBJECT / "generated"
+    lora_loads = studio.generator.lora_loads
+    gallery, caption = client.predict(
+        **_generate_args(label), x_axis="unet_scale", x_values="0, 1", y_axis="guidance",
+        y_values="3-7 (+4)", api_name="/grid")
+    assert caption.startswith("Grid of 4 images (2 × 2)"), caption
+    assert "X = LoRA UNet scale 0, 1; Y = CFG scale 3, 7" in caption
+    with Image.open(gallery[0]["image"]) as im:
+        assert im.width > 2 * 64 and im.height > 2 * 64  # cells plus their labels
+    assert len(list(generated.glob("*_grid_*.png"))) == 1
+    # One model load for the app's life; at most this LoRA's own load for the whole grid.
+    assert studio.generator.model_loads == 1
+    assert studio.generator.lora_loads - lora_loads <= 1
+    loads = (studio.generator.model_loads, studio.generator.lora_loads)
+    client.predict(**_generate_args(label), x_axis="text_encoder_scale", x_values="0-1 [3]",
+                   y_axis="none", y_values="", api_name="/grid")
+    assert (studio.generator.model_loads, studio.generator.lora_loads) == loads
+
+    _, caption = client.predict(**_generate_args(label), x_axis="unet_scale",
+                                x_values="0-2 (+0.01)", y_axis="none", y_values="",
+                                api_name="/grid")
+    assert caption.startswith("⚠️") and "at most 64" in caption
+
+    _, caption = client.predict(**_generate_args(label, sampler="DDIM", seed=9, guidance=4.0,
+                                                 unet_scale=0.6), api_name="/generate")
+    assert "DDIM sampler" in caption
+    history = client.predict(label, api_name="/history")
+    newest, grid = history[0], history[2]
+    assert newest["parameters"]["sampler"] == "DDIM" and newest["parameters"]["seed"] == 9
+    assert grid["caption"].startswith("grid: LoRA UNet scale × CFG scale")
+    settings = client.predict(label, newest["file"], api_name="/history_settings")
+    assert {k: settings[k] for k in ("lora", "sampler", "seed", "guidance", "unet_scale",
+                                     "steps", "height", "width")} == {
+        "lora": label, "sampler": "DDIM", "seed": 9, "guidance": 4.0, "unet_scale": 0.6,
+        "steps": 2, "height": 64, "width": 64}
+    assert "Sampler: DDIM" in settings["parameters_text"]
+    grid_settings = client.predict(label, grid["file"], api_name="/history_settings")
+    assert grid_settings["grid"]["x"]["values"] == [0.0, 1.0]
+    assert grid_settings["grid"]["y"]["axis"] == "guidance"
+    base_history = client.predict("(base model, no LoRA)", api_name="/history")
+    assert all(not item["parameters"]["lora_dir"] for item in base_history)
+
+
+def test_stop_interrupts_a_running_grid(app, prepared):
+    client, _, workspace, _ = app
+    label = _trained_label(client)
+    grids = workspace / "subjects" / SUBJECT / "generated"
+    before = len(list(grids.glob("*_grid_*.png")))
+    assert "nothing to stop" in client.predict(api_name="/stop_generation")
+    job = client.submit(**_generate_args(label, steps=50), x_axis="seed", x_values="1-8",
+                        y_axis="none", y_values="", api_name="/grid")
+    deadline = time.monotonic() + 60
+    while "Stopping" not in client.predict(api_name="/stop_generation"):
+        assert time.monotonic() < deadline, "the grid never started"
+        time.sleep(0.1)
+    gallery, caption = job.result(timeout=120)
+    assert caption.startswith("⏹️ Stopped after") and "not saved" in caption
+    assert len(gallery) == 1  # the partial grid is still shown
+    assert len(list(grids.glob("*_grid_*.png"))) == before
+
+
+def test_evaluate_tab_scores_a_lora_with_the_cached_model(app, prepared, tmp_path):
+    import json
+
+    from tests.support.tiny_scorers import build_tiny_scorers
+
+    client, studio, workspace, _ = app
+    label = _trained_label(client)
+    dino, clip = build_tiny_scorers(tmp_path)
+    settings = {"lora": label, "kind": "auto", "images_per_prompt": 1, "num_prompts": 2,
+                "steps": 2, "dino_model": str(dino), "clip_model": str(clip)}
+    status, prompts, summary, samples, files = client.predict(**settings,
+                                                              api_name="/evaluate")
+    assert "Done" in status and "2 prompts × 1 images" in status, status
+    assert [row[0] for row in prompts["data"]] == ["a sks dog in the jungle",
+                                                   "a sks dog in the snow"]
+    assert all(-1 <= v <= 1 for row in prompts["data"] for v in row[1:])
+    rows = {row[0]: row[1:] for row in summary["data"]}
+    assert "DreamBooth, Stable Diffusion (paper)" in rows and len(samples) == 2
+    [folder] = (workspace / "subjects" / SUBJECT / "evaluations").glob("run1-*")
+    saved = json.loads((folder / "fidelity.json").read_text(encoding="utf-8"))
+    mean = rows["This LoRA: mean of 2 prompts"]
+    assert mean == [round(saved["means"][m], 3) for m in ("dino", "clip_i", "clip_t")]
+    assert saved["real_images"] and all("/photos/" in p for p in saved["real_images"])
+    assert sorted(Path(f).name for f in files) == ["fidelity.csv", "fidelity.json"]
+    assert studio.generator.model_loads == 1
+
+    status, *_ = client.predict(**{**settings, "dino_model": str(tmp_path / "nothing")},
+                                api_name="/evaluate")
+    assert status.startswith("⚠️") and "DINO model" in status
+    assert "nothing to stop" in client.predict(api_name="/stop_evaluation")

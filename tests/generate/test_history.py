@@ -1,0 +1,100 @@
+"""History: earlier images listed from their PNGs, settings read back for the controls."""
+
+from __future__ import annotations
+
+import os
+
+from PIL import Image
+
+from dreamstudio.generate.history import list_history, settings_from
+from dreamstudio.generate.png_metadata import save_png_with_parameters
+
+PARAMS = {"prompt": "a photo of sks dog", "negative_prompt": "blurry", "unet_scale": 0.7,
+          "text_encoder_scale": 0.3, "guidance": 5.0, "steps": 25, "seed": 11, "width": 64,
+          "height": 96, "sampler": "Euler a", "sampler_name": "Euler a",
+          "lora_dir": "/ws/subjects/dog/loras/run1", "model": "/m/tiny", "num_images": 1}
+
+
+def _save(folder, mtime, **changes):
+    path = save_png_with_parameters(Image.new("RGB", (8, 8)), folder, {**PARAMS, **changes})
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_newest_first_with_their_settings_and_foreign_files_skipped(tmp_path):
+    old = _save(tmp_path, 1_000, seed=1)
+    new = _save(tmp_path, 3_000, seed=3)
+    grid = _save(tmp_path, 2_000, seed=2, grid={
+        "x": {"axis": "unet_scale", "label": "LoRA UNet scale", "values": [0.0, 1.0]},
+        "y": None})
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")  # no DreamStudio parameters
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "notes.txt").write_text("not an image")
+
+    items = list_history(tmp_path)
+    assert [i.path for i in items] == [new, grid, old]
+    assert items[0].params["seed"] == 3 and not items[0].is_grid
+    assert items[1].is_grid and "grid: LoRA UNet scale" in items[1].caption()
+    assert "LoRA 0.7/0.3" in items[0].caption()
+    assert [i.path for i in list_history(tmp_path, limit=2)] == [new, grid]
+    assert list_history(tmp_path / "missing") == []
+
+
+def test_settings_go_back_to_the_controls_and_old_sampler_names_fall_back(tmp_path):
+    settings = settings_from(PARAMS)
+    assert settings == {
+        "prompt": "a photo of sks dog", "negative_prompt": "blurry", "unet_scale": 0.7,
+        "text_encoder_scale": 0.3, "guidance": 5.0, "steps": 25, "seed": 11, "height": 96,
+        "width": 64, "sampler": "Euler a", "lora_dir": "/ws/subjects/dog/loras/run1",
+    }
+    # PNGs from before samplers were selectable stored the scheduler's class name.
+    assert settings_from({**PARAMS, "sampler": "PNDMScheduler"})["sampler"] == "Default"
+    base = settings_from({"prompt": "a dog", "lora_dir": None, "seed": 4})
+    assert base["lora_dir"] is None and base["seed"] == 4 and base["height"] == 0
+    grid = {"x": {"axis": "seed", "label": "Seed", "values": [1, 2]}, "y": None}
+    assert settings_from({**PARAMS, "grid": grid})["grid"] == grid
+
+
+def test_one_click_on_a_history_image_fills_the_controls(tmp_path):
+    """The Generate tab's click handler, without a browser: outputs in the wired order."""
+    import gradio as gr
+
+    from dreamstudio.lora.files import WEIGHTS_NAME
+    from dreamstudio.studio import Studio
+    from dreamstudio.ui.generate_tab import RESTORED, GenerateHandlers
+
+    studio = Studio(tmp_path / "ws", model="/m/tiny")
+    lora = studio.workspace.new_run_dir("dog", "run1")
+    lora.mkdir(parents=True)
+    (lora / WEIGHTS_NAME).write_bytes(b"")
+    folder = studio.workspace.generated_dir("dog")
+    image = _save(folder, 1_000, lora_dir=str(lora))
+    grid = _save(folder, 2_000, lora_dir=str(lora), grid={
+        "x": {"axis": "unet_scale", "label": "LoRA UNet scale", "values": [0.0, 0.5]},
+        "y": {"axis": "sampler", "label": "Sampler", "values": ["DDIM", "Euler a"]}})
+    handlers = GenerateHandlers(studio)
+    gallery, files, note = handlers.show_history("dog / run1")
+    assert files == [grid.name, image.name] and "2 earlier image(s)" in note
+    assert gallery[0][1].startswith("grid: LoRA UNet scale × Sampler")
+
+    def click(index):
+        return handlers.pick_history("dog / run1", files, gr.SelectData(None, {
+            "index": index, "value": None}))
+
+    out = click(1)
+    restored = dict(zip(RESTORED, out[:len(RESTORED)], strict=True))
+    assert restored == {k: v for k, v in settings_from(PARAMS).items() if k in RESTORED}
+    assert out[len(RESTORED)] == "dog / run1"  # the LoRA dropdown
+    assert "Sampler: Euler a" in out[-1] and image.name in out[-1]
+    x_axis, x_values, y_axis, y_values = out[len(RESTORED) + 1:-1]
+    assert (x_axis, x_values, y_axis, y_values) == (gr.skip(),) * 4  # not a grid
+
+    out = click(0)
+    assert out[len(RESTORED) + 1:-1] == ("unet_scale", "0, 0.5", "sampler", "DDIM, Euler a")
+    # An image of a LoRA deleted since: its settings load, the LoRA choice stays as it was.
+    old = studio.workspace.new_run_dir("dog", "old")
+    _save(folder, 3_000, lora_dir=str(old), seed=5)
+    files = handlers.show_history("dog / run1")[1]
+    out = click(0)
+    assert out[RESTORED.index("seed")] == 5
+    assert out[len(RESTORED)] == gr.skip() and "no longer exists" in out[-1]

@@ -1,0 +1,86 @@
+"""The kohya export (A1111 / Forge / ComfyUI): key mapping and round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from dreamstudio.config import TrainConfig
+from dreamstudio.core.models import load_pipeline
+from dreamstudio.lora.files import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, peft_weights
+from dreamstudio.lora.kohya import kohya_module_name, subject_file_name, to_kohya
+from dreamstudio.train.trainer import train
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, small_dog_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("kohya")
+    return train(TrainConfig(model=str(tiny_model), instance_dir=small_dog_dir,
+                             instance_prompt="a photo of sks dog", output_dir=out, steps=10,
+                             resolution=64, learning_rate=5e-3, text_encoder_lr=5e-3,
+                             subject_name="Rex the dog", validation_every=0,
+                             checkpoint_every=0, mixed_precision="no"))
+
+
+def test_every_lora_layer_maps_to_a_module_of_the_models(tiny_model):
+    pipe = load_pipeline(str(tiny_model), torch.device("cpu"))
+    add_lora(pipe.unet, 4, UNET_TARGETS)
+    add_lora(pipe.text_encoder, 4, TEXT_ENCODER_TARGETS)
+    weights = peft_weights(pipe.unet, pipe.text_encoder)
+    kohya = to_kohya(weights, alpha=4)
+
+    def targeted(model, prefix, targets):
+        names = set()
+        for name, module in model.named_modules():
+            if any(name.endswith("." + t) for t in targets) and hasattr(module, "lora_A"):
+                names.add(kohya_module_name(prefix, name))
+        return names
+
+    expected = targeted(pipe.unet, "unet", UNET_TARGETS) | targeted(
+        pipe.text_encoder, "text_encoder", TEXT_ENCODER_TARGETS)
+    modules = {k.rsplit(".", 2)[0] for k in kohya if k.endswith(".weight")}
+    assert modules == expected
+    assert all(m.startswith(("lora_unet_", "lora_te_text_model_encoder_layers_"))
+               for m in modules)
+    for module in modules:
+        down, up = kohya[f"{module}.lora_down.weight"], kohya[f"{module}.lora_up.weight"]
+        assert down.shape[0] == 4 and up.shape[1] == 4
+        assert kohya[f"{module}.alpha"].item() == 4.0
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0" in modules
+
+
+def test_file_is_named_after_the_subject_with_metadata(run):
+    assert run.kohya_path.name == "Rex_the_dog.safetensors"
+    with safe_open(str(run.kohya_path), framework="pt") as fh:
+        meta = fh.metadata()
+        keys = list(fh.keys())
+    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "4"
+    assert meta["ss_max_train_steps"] == "10"
+    assert meta["ss_sd_model_name"].endswith("tiny-sd")
+    assert meta["dreamstudio_identifier"] == "sks"
+    assert meta["ss_resolution"] == "(64, 64)"
+    assert meta["ss_unet_lr"] == "0.005" and meta["ss_text_encoder_lr"] == "0.005"
+    assert meta["dreamstudio_date"]
+    assert any(k.startswith("lora_te_") for k in keys)
+
+
+def test_kohya_file_generates_the_same_image_as_the_diffusers_file(run, tiny_model):
+    def render(lora_path):
+        pipe = load_pipeline(str(tiny_model), torch.device("cpu"))
+        pipe.load_lora_weights(str(lora_path))
+        image = pipe("a photo of sks dog", num_inference_steps=3, height=64, width=64,
+                     generator=torch.Generator().manual_seed(0)).images[0]
+        return np.asarray(image).astype(int)
+
+    from_diffusers = render(run.lora_path)
+    from_kohya = render(run.kohya_path)
+    assert np.abs(from_diffusers - from_kohya).max() <= 1
+
+
+@pytest.mark.parametrize("name, expected", [("Rex the dog", "Rex_the_dog.safetensors"),
+                                            ("../../etc", "etc.safetensors"),
+                                            ("Zoë", "Zoë.safetensors"), ("", "subject.safetensors")])
+def test_subject_file_names_are_safe(name, expected):
+    assert subject_file_name(name) == expected

@@ -1,0 +1,107 @@
+"""The Train tab's logic without a server: presets, form values, status text, run text."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from dreamstudio.config import TrainConfig
+from dreamstudio.errors import InputError
+from dreamstudio.train.events import TrainProgress, TrainResult
+from dreamstudio.train.jobs import JobStatus
+from dreamstudio.train.presets import PRESETS
+from dreamstudio.ui.train_form import FIELDS, FILLABLE, form_values, train_settings
+from dreamstudio.ui.train_status import status_dict, status_markdown, validation_items
+from dreamstudio.ui.train_tab import run_markdown
+from dreamstudio.workspace.runs import RunInfo
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_setting_reaches_a_field(name):
+    settings = PRESETS[name].settings
+    values = form_values(settings, identifier="sks")
+    assert set(values) <= set(FILLABLE)
+    for key, value in settings.items():
+        if key == "class_prompt":
+            assert values["prior_preservation"] is bool(value)
+            if value:
+                assert values["class_prompt"] == value
+        else:
+            assert key in FIELDS, f"preset setting {key!r} has no field in the Train tab"
+            assert values[key] == value
+
+
+def test_a_preset_with_a_class_composes_the_instance_prompt():
+    values = form_values(PRESETS["Person / face"].settings, identifier="ohwx")
+    assert values["class_noun"] == "person"
+    assert values["instance_prompt"] == "a photo of ohwx person"
+
+
+def test_a_runs_settings_fill_the_form_and_come_back_unchanged(tmp_path):
+    config = TrainConfig(instance_dir=tmp_path, instance_prompt="a photo of ohwx dog",
+                         output_dir=tmp_path / "run", rank=8, flip=True, lr_scheduler="cosine",
+                         validation_every=25, checkpoint_every=50, steps=400)
+    values = form_values(config.to_dict())
+    assert (values["identifier"], values["class_noun"]) == ("ohwx", "dog")
+    assert values["prior_preservation"] is False and values["validation_prompt"] == ""
+    settings = train_settings(values)
+    assert settings == {k: getattr(config, k) for k in FIELDS}
+
+
+def test_an_empty_number_is_refused_by_its_label():
+    config = TrainConfig(instance_dir=".", instance_prompt="x", output_dir="out")
+    values = {k: getattr(config, k) for k in FIELDS}
+    assert train_settings(values) == values
+    values["steps"] = None  # what Gradio sends for a cleared Number box
+    with pytest.raises(InputError, match="'Steps' is empty"):
+        train_settings(values)
+
+
+def _status(tmp_path, state="completed") -> JobStatus:
+    out = tmp_path / "subjects" / "dog" / "loras" / "first-try"
+    config = TrainConfig(instance_dir=tmp_path, instance_prompt="a photo of sks dog",
+                         output_dir=out, steps=30)
+    shots = [str(out / "validation" / f"step-{s:06d}-0.png") for s in (10, 20)]
+    progress = TrainProgress("done", step=30, total_steps=30, loss=0.1, elapsed=5.0,
+                             validation_images=shots)
+    result = TrainResult("completed", out, out / "w.safetensors", 30, 0.1, 5.0,
+                         kohya_path=out / "first-try.safetensors", steps_per_second=6.0,
+                         message="Training finished")
+    now = time.time()
+    return JobStatus(state, progress, result, config=config, started_at=now - 125,
+                     finished_at=now)
+
+
+def test_the_finished_status_names_its_files(tmp_path):
+    s = status_dict(_status(tmp_path))
+    assert s["elapsed_seconds"] == pytest.approx(125, abs=0.2)  # from the job's start
+    assert s["kohya_path"].endswith("first-try.safetensors")
+    assert s["log_path"].endswith("first-try/train.log")
+    text = status_markdown(s)
+    assert "load this in AUTOMATIC1111 / Forge / ComfyUI" in text
+    assert "gradio_api/file=" in text and "train.log" in text
+    assert "Elapsed 2 min 05 s" in text
+
+
+def test_validation_images_are_captioned_by_step(tmp_path):
+    folder = tmp_path / "validation"
+    folder.mkdir()
+    for name in ("step-000010-0.png", "step-000020-0.png"):
+        (folder / name).write_bytes(b"png")
+    paths = [str(folder / "step-000010-0.png"), str(folder / "step-000020-0.png"),
+             str(folder / "step-000030-0.png")]  # not written (yet): left out
+    assert [c for _, c in validation_items(paths)] == ["step 10", "step 20"]
+
+
+def test_the_run_text_says_what_resume_would_do():
+    idle = JobStatus()
+    path = Path("/ws/subjects/dog/loras/r")
+    assert "new run" in run_markdown("r", RunInfo("r", path), idle)
+    stopped = RunInfo("r", path, exists=True, checkpoint_step=200, settings={"steps": 300})
+    text = run_markdown("r", stopped, idle)
+    assert "checkpoint at step 200 of 300" in text and "Resume" in text
+    done = RunInfo("r", path, exists=True, has_lora=True, settings={"steps": 300})
+    assert "finished LoRA (300 steps)" in run_markdown("r", done, idle)
+    assert "Resume" not in run_markdown("r", done, idle)

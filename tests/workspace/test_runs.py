@@ -1,0 +1,144 @@
+"""Run names, resuming and class images through the Studio facade (no model is loaded)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from dreamstudio.train.checkpoints import save_checkpoint
+from dreamstudio.train.class_gallery import list_class_images
+from dreamstudio.errors import InputError, TrainingError
+from dreamstudio.train.jobs import TrainingJobs
+from dreamstudio.lora.files import WEIGHTS_NAME
+from dreamstudio.workspace.runs import SETTINGS_FILE, free_run_name
+from dreamstudio.studio import Studio
+from dreamstudio.train.events import TrainResult
+
+PROMPT = "a photo of sks dog"
+
+
+def _instant_train(config, progress, cancel):
+    return TrainResult("completed", config.output_dir, None, config.steps, 0.1, 0.0)
+
+
+@pytest.fixture
+def studio(tmp_path) -> Studio:
+    studio = Studio(tmp_path / "ws", model="some/model")
+    studio.jobs = TrainingJobs(train_fn=_instant_train)
+    photos = studio.workspace.photos_dir("dog")
+    photos.mkdir(parents=True)
+    (photos / "manifest.json").write_text("{}")
+    return studio
+
+
+def _run_dir(studio, name):
+    path = studio.workspace.new_run_dir("dog", name)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _checkpoint(run_dir, step=5, **settings):
+    saved = {"model": "some/model", "instance_prompt": PROMPT, "rank": 4, "resolution": 64}
+    saved.update(settings)
+    save_checkpoint(run_dir, step, {"w": torch.zeros(1)}, {"step": step, "settings": saved}, 2)
+
+
+def test_a_used_run_name_is_refused_and_a_free_one_named(studio):
+    (_run_dir(studio, "first-try") / "train.log").write_text("x")
+    with pytest.raises(InputError, match="already exists") as err:
+        studio.training_config("dog", PROMPT, run_name="first-try", resolution=64)
+    assert "'first-try-2'" in str(err.value) and "Resume" not in str(err.value)
+    (_run_dir(studio, "first-try-2") / "train.log").write_text("x")
+    assert free_run_name(studio.workspace.loras_dir("dog"), "first-try") == "first-try-3"
+    # An empty folder (nothing was written) is not a run.
+    _run_dir(studio, "empty")
+    assert studio.training_config("dog", PROMPT, run_name="empty", resolution=64)
+
+
+def test_the_refusal_offers_resume_when_there_is_a_checkpoint(studio):
+    _checkpoint(_run_dir(studio, "first-try"), step=40)
+    with pytest.raises(InputError, match="Resume to continue it from step 40"):
+        studio.training_config("dog", PROMPT, run_name="first-try", resolution=64)
+
+
+def test_resume_needs_a_run_with_a_checkpoint(studio):
+    with pytest.raises(InputError, match="does not exist"):
+        studio.training_config("dog", PROMPT, run_name="nope", resume=True)
+    (_run_dir(studio, "done") / WEIGHTS_NAME).write_bytes(b"x")
+    with pytest.raises(InputError, match="finished LoRA but no checkpoint"):
+        studio.training_config("dog", PROMPT, run_name="done", resume=True)
+    _checkpoint(_run_dir(studio, "stopped"))
+    config = studio.training_config("dog", PROMPT, run_name="stopped", resume=True,
+                                    resolution=64, steps=10)
+    assert config.resume and config.output_dir.name == "stopped"
+    assert studio.run_info("dog", "stopped").checkpoint_step == 5
+
+
+def test_resume_with_other_settings_is_refused_before_any_model_loads(studio):
+    _checkpoint(_run_dir(studio, "stopped"), step=5)
+    config = studio.training_config("dog", PROMPT, run_name="stopped", resume=True,
+                                    resolution=64, rank=8, steps=10)
+    with pytest.raises(TrainingError, match=r"rank \(was 4, now 8\)"):
+        studio.start_training(config)
+    short = studio.training_config("dog", PROMPT, run_name="stopped", resume=True,
+                                   resolution=64, steps=5)
+    with pytest.raises(TrainingError, match="set Steps above 5"):
+        studio.start_training(short)
+    assert studio.training_status().state == "idle"
+    ok = studio.training_config("dog", PROMPT, run_name="stopped", resume=True,
+                                resolution=64, steps=10)
+    studio.start_training(ok)
+    assert studio.jobs.wait(5).state == "completed"
+
+
+def test_a_started_run_keeps_its_settings_for_resuming(studio):
+    config = studio.training_config("dog", PROMPT, run_name="r1", resolution=64, rank=8,
+                                    flip=True)
+    studio.start_training(config)
+    studio.jobs.wait(5)
+    saved = json.loads((config.output_dir / SETTINGS_FILE).read_text())
+    assert saved == config.to_dict()
+    runs = studio.runs("dog")
+    assert [r.name for r in runs] == ["r1"]
+    assert runs[0].settings["rank"] == 8 and runs[0].settings["flip"] is True
+    assert not runs[0].resumable and not runs[0].has_lora
+
+
+def _png(path, color=(200, 10, 10)):
+    Image.new("RGB", (8, 8), color).save(path)
+    return path
+
+
+def test_class_images_tell_generated_from_yours(studio, tmp_path):
+    folder = studio.class_images_dir("a photo of dog", 64)
+    folder.mkdir(parents=True)
+    _png(folder / "class_0000.png")
+    _png(folder / "class_0001.png", (0, 0, 0))
+    (folder / "class_images.json").write_text('{"class_prompt": "a photo of dog"}')
+    mine = _png(tmp_path / "class_0002.png", (1, 2, 3))  # a user file with a generated-like name
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+
+    added, skipped = studio.add_class_images("a photo of dog", 64,
+                                             [mine, mine, broken, folder / "class_0000.png"])
+    assert [p.name for p in added] == ["own_class_0002.png"]
+    assert {name for name, _ in skipped} == {"class_0002.png", "broken.png", "class_0000.png"}
+    assert any("readable" in why for _, why in skipped)
+
+    images = studio.class_images("a photo of dog", 64, wanted=10)
+    assert images.folder == folder and len(images.images) == 3
+    assert (images.generated, images.supplied, images.missing) == (2, 1, 7)
+    assert {i.path.name: i.source for i in images.images}["own_class_0002.png"] == "yours"
+    assert images.record["class_prompt"] == "a photo of dog"
+    # Shared by subjects of one class: the folder depends on prompt, model and resolution.
+    assert studio.class_images_dir("A photo of dog ", 64) == folder
+    assert studio.class_images_dir("a photo of dog", 128) != folder
+
+
+def test_class_images_need_a_class_prompt(studio, tmp_path):
+    with pytest.raises(InputError, match="class prompt"):
+        studio.class_images(" ", 64, 10)
+    assert list_class_images(tmp_path / "none", 5).missing == 5
