@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _prepare(args) -> int:
-    from .data.prepare import PrepareConfig, list_image_files, prepare_photos
+    from .config import PrepareConfig
+    from .data.prepare import list_image_files, prepare_photos
 
     if not args.input_dir.is_dir():
         raise DreamStudioError(f"Input folder {args.input_dir} does not exist.")

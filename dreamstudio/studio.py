@@ -6,24 +6,19 @@ UI only turns widget values into typed configs and shows what comes back.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import GenerateConfig, TrainConfig
+from .config import GenerateConfig, PrepareConfig, TrainConfig, default_of
+from .core.files import safe_name
 from .core.models import DEFAULT_MODEL
 from .data import review as photo_review
-from .data.prepare import (
-    PrepareConfig,
-    PrepareReport,
-    list_image_files,
-    load_manifest,
-    prepare_photos,
-)
+from .data.manifest import PrepareReport, load_manifest
+from .data.prepare import list_image_files, prepare_photos
+from .data.uploads import Upload, add_photos
 from .errors import InputError, TrainingError
 from .evaluate.evaluate import EvalConfig, EvalProgress, EvalReport
 from .evaluate.evaluate import evaluate as run_evaluation
@@ -33,23 +28,15 @@ from .generate.history import HistoryItem, list_history
 from .train.class_gallery import ClassImageSet, add_class_images, list_class_images
 from .train.identifiers import IdentifierAdvisor, IdentifierCheck, load_tokenizer
 from .train.jobs import JobStatus, TrainingJobs
-from .workspace.layout import LoraEntry, Workspace, safe_file_name, safe_name, unused_path
+from .workspace.layout import LoraEntry, Workspace
 from .workspace.runs import (
     RunInfo,
+    check_run_name,
     checkpoint_settings,
     describe_run,
-    free_run_name,
     list_runs,
     save_run_settings,
 )
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Studio:
@@ -70,31 +57,9 @@ class Studio:
         self._advisor_lock = threading.Lock()
 
     # ---- Data ---------------------------------------------------------------------------
-    def add_photos(self, subject: str, files: list[Path],
-                   duplicates: list[str] | None = None) -> list[Path]:
-        """Copy uploaded photos into the subject's originals, skipping exact duplicates
-        (their names are appended to `duplicates` when given, so the UI can say so)."""
-        originals = self.workspace.originals_dir(subject)
-        originals.mkdir(parents=True, exist_ok=True)
-        known = {_digest(p) for p in originals.iterdir() if p.is_file()}
-        added = []
-        for src in files:
-            src = Path(src)
-            if not src.is_file():
-                continue
-            digest = _digest(src)
-            if digest in known:
-                if duplicates is not None:
-                    duplicates.append(src.name)
-                continue
-            known.add(digest)
-            # Repaired, not refused: one photo with quotes or a 200-character name must
-            # not stop the upload of the others.
-            name = safe_file_name(src.name)
-            dest = unused_path(originals, Path(name).stem, Path(name).suffix)
-            shutil.copyfile(src, dest)
-            added.append(dest)
-        return added
+    def add_photos(self, subject: str, files: list[Path]) -> Upload:
+        """Copy uploaded photos into the subject's originals, skipping exact duplicates."""
+        return add_photos(self.workspace.originals_dir(subject), files)
 
     def prepare(self, subject: str, files: list[Path], config: PrepareConfig,
                 progress: Callable[[int, int, str], None] | None = None) -> PrepareReport:
@@ -107,7 +72,7 @@ class Studio:
         duplicates: list[str] = []
         with self._subject_lock(subject):
             if files:
-                self.add_photos(subject, files, duplicates)
+                duplicates = self.add_photos(subject, files).duplicates
             originals = self.workspace.originals_dir(subject)
             sources = list_image_files(originals) if originals.is_dir() else []
             if not sources:
@@ -125,8 +90,9 @@ class Studio:
         return report
 
     def photos(self, subject: str) -> PrepareReport | None:
-        folder = self.workspace.photos_dir(subject)
-        return load_manifest(folder) if (folder / "manifest.json").is_file() else None
+        if not self.workspace.has_photos(subject):
+            return None
+        return load_manifest(self.workspace.photos_dir(subject))
 
     # ---- Reviewing photos (each edit is saved to the manifest at once) --------------------
     def exclude_photo(self, subject: str, photo: str, excluded: bool = True) -> PrepareReport:
@@ -160,12 +126,11 @@ class Studio:
         return photo_review.preview(self.workspace.originals_dir(subject), report, photo, box)
 
     def _photos_of(self, subject: str) -> Path:
-        folder = self.workspace.photos_dir(subject)
-        if not (folder / "manifest.json").is_file():
+        if not self.workspace.has_photos(subject):
             raise InputError(
                 f"Subject '{subject}' has no prepared photos: press Prepare on the Data tab first."
             )
-        return folder
+        return self.workspace.photos_dir(subject)
 
     def _subject_lock(self, subject: str) -> threading.Lock:
         # One edit of a subject's photos at a time: two handlers rewriting the manifest at
@@ -209,23 +174,22 @@ class Studio:
         would be lost): that is refused, naming a free name. resume=True continues the
         named run from its latest checkpoint instead.
         """
-        photos = self.workspace.photos_dir(subject)
-        if not (photos / "manifest.json").is_file():
+        if not self.workspace.has_photos(subject):
             raise InputError(
                 f"Subject '{subject}' has no prepared photos: prepare them on the Data tab first."
             )
         if resume and not run_name:
             raise InputError("Choose the run to resume: pick it in the Run list.")
         run_name = run_name or time.strftime("run-%Y%m%d-%H%M%S")
-        self._check_run_name(subject, run_name, resume)
-        resolution = settings.get("resolution", 512)
+        check_run_name(self.workspace.loras_dir(subject), subject, run_name, resume)
+        resolution = settings.get("resolution", default_of(TrainConfig, "resolution"))
         class_dir = None
         if class_prompt and class_prompt.strip():
             class_dir = self.workspace.class_images_dir(self.model, class_prompt, resolution)
         return TrainConfig(
-            instance_dir=photos,
+            instance_dir=self.workspace.photos_dir(subject),
             instance_prompt=instance_prompt,
-            output_dir=self.workspace.new_run_dir(subject, run_name),
+            output_dir=self.workspace.run_dir(subject, run_name),
             model=self.model,
             class_dir=class_dir,
             class_prompt=class_prompt,
@@ -234,24 +198,6 @@ class Studio:
             resume=resume,
             **settings,
         )
-
-    def _check_run_name(self, subject: str, run_name: str, resume: bool) -> None:
-        run = describe_run(self.workspace.new_run_dir(subject, run_name))
-        if resume and not run.resumable:
-            what = ("has a finished LoRA but no checkpoint" if run.has_lora
-                    else "has no checkpoint" if run.exists else "does not exist")
-            raise InputError(
-                f"Cannot resume '{subject} / {run_name}': the run {what}. Press Start "
-                "training to begin a new run."
-            )
-        if not resume and run.exists:
-            free = free_run_name(self.workspace.loras_dir(subject), run_name)
-            hint = (f", or press Resume to continue it from step {run.checkpoint_step}"
-                    if run.resumable else "")
-            raise InputError(
-                f"A run named '{run_name}' already exists for '{subject}'; starting again "
-                f"would replace it. Choose another name (e.g. '{free}'){hint}."
-            )
 
     def check_resume(self, config: TrainConfig) -> None:
         """Refuse at once, before any model loads, a resume the trainer would refuse."""
@@ -289,7 +235,7 @@ class Studio:
         return list_runs(self.workspace.loras_dir(subject))
 
     def run_info(self, subject: str, run_name: str) -> RunInfo:
-        return describe_run(self.workspace.new_run_dir(subject, run_name))
+        return describe_run(self.workspace.run_dir(subject, run_name))
 
     # ---- Identifier and class images ------------------------------------------------------
     @property
@@ -341,22 +287,25 @@ class Studio:
         return self.workspace.loras(subject)
 
     def find_lora(self, label: str) -> LoraEntry | None:
-        return next((e for e in self.loras() if e.label == label), None)
+        return self.workspace.find_lora(label)
+
+    def lora_at(self, path: Path) -> LoraEntry | None:
+        return self.workspace.lora_at(path)
+
+    def newest_lora(self) -> LoraEntry | None:
+        return self.workspace.newest_lora()
+
+    def run_address(self, path: Path) -> tuple[str, str] | None:
+        """(subject, run name) of a run's output folder, e.g. a training config's output_dir."""
+        return self.workspace.run_address(path)
 
     def generate(self, config: GenerateConfig, subject: str | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  cancel: threading.Event | None = None) -> list[GeneratedImage]:
         if config.lora_dir is not None and not self.workspace.contains(config.lora_dir):
             raise InputError(f"LoRA {config.lora_dir} is not inside the workspace.")
-        out = (self.workspace.generated_dir(subject) if subject
-               else self.workspace.root / "generated")
-        return self.generator.generate(config, out, progress=progress, cancel=cancel)
-
-    def generated_folder(self, subject: str | None) -> Path:
-        """Where a subject's images (and grids) go; the base model's go to <root>/generated."""
-        if subject:
-            return self.workspace.generated_dir(subject)
-        return self.workspace.root / "generated"
+        return self.generator.generate(config, self.workspace.generated_dir(subject),
+                                       progress=progress, cancel=cancel)
 
     def generate_grid(self, config: GridConfig, subject: str | None = None,
                       progress: Callable[[GridProgress], None] | None = None,
@@ -364,16 +313,16 @@ class Studio:
         """An X/Y grid on the cached generator, saved (with its axes) beside the images."""
         if config.base.lora_dir is not None and not self.workspace.contains(config.base.lora_dir):
             raise InputError(f"LoRA {config.base.lora_dir} is not inside the workspace.")
-        return run_grid(self.generator, config, self.generated_folder(subject),
+        return run_grid(self.generator, config, self.workspace.generated_dir(subject),
                         progress=progress, cancel=cancel)
 
     def history(self, subject: str | None) -> list[HistoryItem]:
         """Earlier images of `subject` (None: of the base model), newest first."""
-        return list_history(self.generated_folder(subject))
+        return list_history(self.workspace.generated_dir(subject))
 
     # ---- Stopping what runs ---------------------------------------------------------------
     @contextmanager
-    def running(self, kind: str) -> Iterator[threading.Event]:
+    def cancellable(self, kind: str) -> Iterator[threading.Event]:
         """A stop flag for one run of `kind` ("generate", "evaluate"), set by stop(kind)."""
         event = threading.Event()
         with self._generator_lock:
@@ -421,9 +370,11 @@ class Studio:
         subjects/<name>/evaluations/<lora>-<time>/ (fidelity.json, fidelity.csv, images/)."""
         if not self.workspace.contains(config.lora_dir):
             raise InputError(f"LoRA {config.lora_dir} is not inside the workspace.")
-        subject = config.lora_dir.parent.parent.name
-        output = (self.workspace.subject_dir(subject) / "evaluations"
-                  / f"{config.lora_dir.name}-{timestamp()}")
+        subject, lora = self.workspace.run_address(config.lora_dir) or (None, None)
+        if subject is None:
+            raise InputError(f"{config.lora_dir} is not a subject's LoRA folder "
+                             "(subjects/<name>/loras/<run>/): pick a LoRA from the list.")
+        output = self.workspace.evaluations_dir(subject) / f"{lora}-{timestamp()}"
         dino, clip = self.scorers(config.dino_model, config.clip_model)
         report = run_evaluation(config, self.generator, output, progress, cancel,
                                 dino=dino, clip=clip)

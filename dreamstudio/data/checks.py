@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-if TYPE_CHECKING:
-    from dreamstudio.prepare import PrepareReport
-
-Box = Sequence[int]
+from .manifest import PrepareReport
 
 # Sharpness is measured on a grey copy of the crop at this side, so the figure does not
 # depend on the photo's resolution or on the training size.
@@ -41,7 +37,7 @@ MIN_PHOTOS = 3
 MAX_PHOTOS = 30
 
 
-def _grey_region(img: Image.Image, box: Box | None, size: tuple[int, int]) -> np.ndarray:
+def _grey_region(img: Image.Image, box: Sequence[int] | None, size: tuple[int, int]) -> np.ndarray:
     box = tuple(box) if box is not None else (0, 0, img.width, img.height)
     # Shrink first, then go grey: converting a 24 MP photo to grey costs more than the rest.
     # reducing_gap: a fast integer pre-reduction before the filter; exact enough here.
@@ -49,7 +45,7 @@ def _grey_region(img: Image.Image, box: Box | None, size: tuple[int, int]) -> np
     return np.asarray(small.convert("L"), dtype=np.float64)
 
 
-def dhash(img: Image.Image, box: Box | None = None) -> str:
+def dhash(img: Image.Image, box: Sequence[int] | None = None) -> str:
     """The 64-bit difference hash of `img` (or of its `box` region) as 16 hex digits.
 
     Each bit says whether a pixel of a 9x8 grey thumbnail is brighter than its right
@@ -68,7 +64,7 @@ def hamming(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
-def sharpness(img: Image.Image, box: Box | None = None) -> float:
+def sharpness(img: Image.Image, box: Sequence[int] | None = None) -> float:
     """Variance of the Laplacian of a grey SHARPNESS_SIDE copy of the region: low = blurry."""
     pixels = _grey_region(img, box, (SHARPNESS_SIDE, SHARPNESS_SIDE))
     laplacian = (pixels[:-2, 1:-1] + pixels[2:, 1:-1] + pixels[1:-1, :-2] + pixels[1:-1, 2:]

@@ -7,7 +7,6 @@ previous crop, so repeated edits lose no quality. Warnings are recomputed after 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,19 +15,10 @@ from PIL import Image, ImageDraw
 
 from ..errors import InputError
 from .checks import review_warnings
+from .crops import Box, centre_crop_box, crop_box_for_face, fit_square, save_crop
 from .images import open_rgb
-from .prepare import (
-    Box,
-    PhotoResult,
-    PrepareReport,
-    centre_crop_box,
-    crop_box_for_face,
-    fit_square,
-    load_manifest,
-    measure_crop,
-    save_crop,
-    write_manifest,
-)
+from .manifest import PhotoResult, PrepareReport, load_manifest, photo_digest, write_manifest
+from .prepare import measure_crop
 
 # Side of the overview image that shows the whole photo with its crop square.
 PREVIEW_SIDE = 512
@@ -157,7 +147,7 @@ def _open(output_dir: Path) -> PrepareReport:
 def _original(source_dir: Path, result: PhotoResult, check_digest: bool = True) -> Image.Image:
     path = Path(source_dir) / result.source
     if check_digest and result.digest and path.is_file():
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        digest = photo_digest(path)
         if digest != result.digest:
             raise InputError(
                 f"Photo '{result.source}' changed since it was prepared, so its crop no "

@@ -23,16 +23,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..config import GenerateConfig, as_path, check
+from ..core.files import atomic_write_json, atomic_write_text
 from ..data.images import ImageRejected, open_rgb
 from ..errors import InputError
-from ..lora.files import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
-    _atomic_write_text,
-    atomic_write_json,
-    is_lora_dir,
-    read_lora_info,
-)
+from ..lora.files import CONFIG_NAME, WEIGHTS_NAME, is_lora_dir, read_lora_info
 from ..train.latents import image_files
 from .metrics import (
     PAPER_REFERENCE,
@@ -240,7 +234,7 @@ class EvalReport:
         output_dir.mkdir(parents=True, exist_ok=True)
         json_path, csv_path = output_dir / JSON_NAME, output_dir / CSV_NAME
         atomic_write_json(json_path, self.to_dict())
-        _atomic_write_text(csv_path, self.to_csv())
+        atomic_write_text(csv_path, self.to_csv())
         return json_path, csv_path
 
 

@@ -8,15 +8,13 @@ such as Civitai parse).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from ..workspace.layout import unused_path
+from ..core.files import atomic_path, unused_path
 
 PARAMS_KEY = "dreamstudio"
 A1111_KEY = "parameters"
@@ -105,12 +103,9 @@ def save_png_with_parameters(image: Image.Image, output_dir: Path, params: dict,
     # Like A1111: tEXt, and iTXt (UTF-8) only where the prompt is not Latin-1.
     info.add_text(A1111_KEY, a1111_parameters(params))
     stem = stem or f"{time.strftime('%Y%m%d-%H%M%S')}_seed{params.get('seed', 0)}"
-    fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=".img-", suffix=".png")
-    os.close(fd)
-    image.save(tmp, pnginfo=info)
     path = unused_path(output_dir, stem, ".png")
-    os.replace(tmp, path)
-    os.chmod(path, 0o644)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", pnginfo=info)
     return path
 
 

@@ -7,9 +7,9 @@ The weights file is the diffusers LoRA format (`pytorch_lora_weights.safetensors
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from ..core.files import atomic_path, atomic_write_json
 
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 CONFIG_NAME = "dreamstudio_lora.json"
@@ -51,57 +51,25 @@ def lora_state_dicts(weights: dict) -> tuple[dict, dict | None]:
     return parts["unet."], parts["text_encoder."]
 
 
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600 files; give the result the permissions a normal write would.
-        os.chmod(tmp, _default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, data: dict) -> None:
-    """Write JSON so that readers see either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
 def save_lora(output_dir: Path, unet_layers: dict, te_layers: dict | None, info: dict) -> Path:
     """Write the LoRA weights and `info` into `output_dir`, each file atomically.
 
-    The weights go to a temporary folder on the same disk first and are then renamed into
-    place, so a crash or a cancel mid-write leaves any earlier LoRA untouched.
+    A crash or a cancel mid-write leaves any earlier LoRA untouched.
     """
     from diffusers import StableDiffusionPipeline
 
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".saving-") as tmp:
+    target = Path(output_dir) / WEIGHTS_NAME
+    with atomic_path(target) as tmp:
+        # diffusers writes the file (its key layout and header); the name is ours.
         StableDiffusionPipeline.save_lora_weights(
-            save_directory=tmp,
+            save_directory=tmp.parent,
             unet_lora_layers=unet_layers,
             text_encoder_lora_layers=te_layers,
-            weight_name=WEIGHTS_NAME,
+            weight_name=tmp.name,
             safe_serialization=True,
         )
-        tmp_file = Path(tmp) / WEIGHTS_NAME
-        with open(tmp_file, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_file, output_dir / WEIGHTS_NAME)
-    atomic_write_json(output_dir / CONFIG_NAME, info)
-    return output_dir / WEIGHTS_NAME
+    atomic_write_json(Path(output_dir) / CONFIG_NAME, info)
+    return target
 
 
 def read_lora_info(lora_dir: Path) -> dict:

@@ -8,14 +8,14 @@ a scalar `alpha` per module; training settings go into the safetensors header (`
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+from ..core.files import atomic_path
 
 _PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
 # Keys as peft's get_peft_model_state_dict gives them, prefixed with the component, so the
@@ -89,14 +89,6 @@ def export_kohya(peft_state: dict[str, torch.Tensor], alpha: float, path: Path,
     """Write the kohya-format file atomically; return its path."""
     tensors = to_kohya(peft_state, alpha)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kohya-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=kohya_metadata(info))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=kohya_metadata(info))
     return path

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from ..core.files import unused_path
 from ..errors import InputError
-from ..workspace.layout import unused_path
 from .latents import IMAGE_SUFFIXES, image_files
 
 GENERATED_NAME = re.compile(r"^class_\d{4,}\.png$")

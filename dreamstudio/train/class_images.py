@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..lora.files import atomic_write_json
+from ..core.files import atomic_write_json
 from .latents import image_files
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ..data.prepare import PhotoResult, PrepareConfig, PrepareReport
+from ..config import PrepareConfig
+from ..data.manifest import PhotoResult, PrepareReport
 from ..errors import DreamStudioError, InputError
 from ..studio import Studio
 from .common import guarded, subject_choices

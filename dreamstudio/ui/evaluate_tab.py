@@ -96,7 +96,7 @@ class EvaluateHandlers:
             else:
                 progress(0, desc=p.message)
 
-        with self.studio.running(RUN_KIND) as cancel:
+        with self.studio.cancellable(RUN_KIND) as cancel:
             report, output = self.studio.evaluate(config, progress=show, cancel=cancel)
         prompts, summary = prompt_table(report), summary_table(report)
         samples = [(str(output / r.images[0]), r.prompt) for r in report.rows if r.images]

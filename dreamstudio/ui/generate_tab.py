@@ -121,7 +121,7 @@ class GenerateHandlers:
         config, entry = self._config(v)
         progress(0, desc="Loading the model (first time only)")
         started = time.monotonic()
-        with self.studio.running(RUN_KIND) as cancel:
+        with self.studio.cancellable(RUN_KIND) as cancel:
             images = self.studio.generate(
                 config, subject=entry.subject if entry else None,
                 progress=lambda step, total: progress((step, total), desc="Denoising"),
@@ -150,7 +150,7 @@ class GenerateHandlers:
             step = f" · image {p.done + 1}: step {p.step}/{p.steps}" if p.steps else ""
             progress(p.fraction, desc=f"{p.done}/{p.total} images done{step}")
 
-        with self.studio.running(RUN_KIND) as cancel:
+        with self.studio.cancellable(RUN_KIND) as cancel:
             result = self.studio.generate_grid(
                 grid, subject=entry.subject if entry else None, progress=show, cancel=cancel)
         rows, cols = grid.shape

@@ -3,8 +3,13 @@
     <root>/subjects/<name>/originals/     photos as uploaded
     <root>/subjects/<name>/photos/        training crops + manifest.json
     <root>/subjects/<name>/loras/<run>/   pytorch_lora_weights.safetensors + config
-    <root>/subjects/<name>/generated/     generated PNGs with their parameters
+    <root>/subjects/<name>/generated/     generated PNGs (and grids) with their parameters
+    <root>/subjects/<name>/evaluations/<lora>-<time>/   fidelity scores and their images
+    <root>/generated/                     images of the base model alone
     <root>/class_images/<key>/            class images, shared by subjects of one class
+
+This module is the one place that knows these paths, both ways: from a subject to its
+folders, and from a folder (a run's output_dir, a LoRA) back to its subject.
 
 Nothing else holds state: a restarted app lists the same subjects and LoRAs from these
 folders. A subject's LoRA configs name their class-image folder; deleting a subject leaves
@@ -18,66 +23,16 @@ import os
 import re
 import secrets
 import shutil
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.files import safe_name
 from ..errors import InputError
-from ..lora.files import is_lora_dir, read_lora_info
+from ..data.manifest import has_manifest
+from ..lora.files import WEIGHTS_NAME, is_lora_dir, read_lora_info
 
-_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
-             *(f"lpt{i}" for i in range(1, 10))}
-_UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
-_MAX_NAME_BYTES = 120
 # Half-deleted subjects are renamed to this first, so they never show up as a subject.
 _TRASH_PREFIX = ".deleting-"
-
-
-def safe_name(name: str, what: str = "subject") -> str:
-    """A folder name for what the user typed; refuses anything that could leave the folder."""
-    cleaned = unicodedata.normalize("NFC", (name or "").strip())
-    if not cleaned:
-        raise InputError(f"The {what} name is empty; type a name such as 'my-dog'.")
-    if _UNSAFE.search(cleaned) or cleaned in (".", "..") or cleaned.startswith("."):
-        raise InputError(
-            f"The {what} name '{name}' cannot be used: names may not contain / \\ : * ? \" < > | "
-            "or control characters, nor start with a dot."
-        )
-    if cleaned.split(".")[0].lower() in _RESERVED:
-        raise InputError(f"The {what} name '{name}' is reserved by Windows; choose another.")
-    if len(cleaned.encode("utf-8")) > _MAX_NAME_BYTES:
-        raise InputError(
-            f"The {what} name is too long (at most {_MAX_NAME_BYTES} bytes); "
-            "type a shorter one."
-        )
-    return cleaned
-
-
-def unused_path(folder: Path, stem: str, suffix: str) -> Path:
-    """folder/stem+suffix, or the first of stem_1, stem_2, ... not yet taken: nothing on
-    disk is ever overwritten by a new file of the same name."""
-    path, n = folder / f"{stem}{suffix}", 1
-    while path.exists():
-        path, n = folder / f"{stem}_{n}{suffix}", n + 1
-    return path
-
-
-def safe_file_name(name: str, default: str = "photo") -> str:
-    """A usable file name made from an uploaded file's name: unlike safe_name it never
-    refuses, it repairs (odd characters become "_", long names are shortened keeping the
-    suffix), because one oddly named photo must not stop an upload of twenty."""
-    cleaned = unicodedata.normalize("NFC", (name or "").replace("\\", "/").split("/")[-1])
-    cleaned = _UNSAFE.sub("_", cleaned).strip().lstrip(".").strip()
-    stem, dot, suffix = cleaned.rpartition(".")
-    if not dot or not stem or len(suffix) > 10:
-        stem, suffix = cleaned, ""
-    suffix = f".{suffix}" if suffix else ""
-    stem = stem or default
-    if stem.split(".")[0].lower() in _RESERVED:
-        stem = f"_{stem}"
-    budget = _MAX_NAME_BYTES - len(suffix.encode("utf-8"))
-    stem = stem.encode("utf-8")[:budget].decode("utf-8", "ignore").rstrip() or default
-    return stem + suffix
 
 
 @dataclass
@@ -116,14 +71,34 @@ class Workspace:
     def loras_dir(self, subject: str) -> Path:
         return self.subject_dir(subject) / "loras"
 
-    def generated_dir(self, subject: str) -> Path:
-        return self.subject_dir(subject) / "generated"
+    def generated_dir(self, subject: str | None) -> Path:
+        """Where a subject's images (and grids) go; the base model's go to <root>/generated."""
+        if subject:
+            return self.subject_dir(subject) / "generated"
+        return self.root / "generated"
 
-    def new_run_dir(self, subject: str, run_name: str) -> Path:
+    def evaluations_dir(self, subject: str) -> Path:
+        return self.subject_dir(subject) / "evaluations"
+
+    def run_dir(self, subject: str, run_name: str) -> Path:
         return self.loras_dir(subject) / safe_name(run_name, "run")
 
+    def has_photos(self, subject: str) -> bool:
+        """True once the subject's photos were prepared (its manifest exists)."""
+        return has_manifest(self.photos_dir(subject))
+
+    def run_address(self, path: Path) -> tuple[str, str] | None:
+        """(subject, run name) of a run folder subjects/<subject>/loras/<run>, else None."""
+        path = Path(path).resolve()
+        loras = path.parent
+        if loras.name != "loras" or loras.parent.parent != self.subjects_dir:
+            return None
+        return loras.parent.name, path.name
+
     def class_images_dir(self, model: str, class_prompt: str, resolution: int) -> Path:
-        """One folder per (base model, class prompt, resolution), reused across subjects."""
+        """One folder per (base model, class prompt, resolution), reused across subjects.
+        The key's short SHA-1 names the folder (not a content digest): changing it would
+        orphan every class-image folder made so far."""
         key = f"{model}\n{class_prompt.strip().lower()}\n{resolution}"
         digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
         slug = re.sub(r"[^a-z0-9]+", "-", class_prompt.lower()).strip("-")[:40] or "class"
@@ -193,8 +168,27 @@ class Workspace:
                     entries.append(LoraEntry(name, run.name, run, read_lora_info(run)))
         return entries
 
+    def find_lora(self, label: str) -> LoraEntry | None:
+        """The LoRA listed as `label` ('subject / run'), if it still exists."""
+        return next((e for e in self.loras() if e.label == label), None)
+
+    def lora_at(self, path: Path) -> LoraEntry | None:
+        """The workspace LoRA stored in folder `path`, if it is one."""
+        path = Path(path).resolve()
+        return next((e for e in self.loras() if e.path.resolve() == path), None)
+
+    def newest_lora(self) -> LoraEntry | None:
+        """The most recently written LoRA of any subject (None if there is none)."""
+        entries = self.loras()
+        return max(entries, key=lambda e: lora_weights_path(e.path).stat().st_mtime,
+                   default=None)
+
     def contains(self, path: Path) -> bool:
         return Path(path).resolve().is_relative_to(self.root)
+
+
+def lora_weights_path(lora_dir: Path) -> Path:
+    return Path(lora_dir) / WEIGHTS_NAME
 
 
 def _usable(name: str) -> bool:

@@ -15,7 +15,9 @@ import torch
 
 from ..train.checkpoints import STATE_FILE, latest_checkpoint
 from ..config import TrainConfig
-from ..lora.files import atomic_write_json, is_lora_dir, read_lora_info
+from ..core.files import atomic_write_json, safe_name
+from ..errors import InputError
+from ..lora.files import is_lora_dir, read_lora_info
 
 SETTINGS_FILE = "run_settings.json"
 
@@ -82,6 +84,27 @@ def free_run_name(loras_dir: Path, name: str) -> str:
     while run_exists(Path(loras_dir) / f"{name}-{n}"):
         n += 1
     return f"{name}-{n}"
+
+
+def check_run_name(loras_dir: Path, subject: str, run_name: str, resume: bool) -> None:
+    """Refuse a new run over an existing one (its LoRA or checkpoints would be lost), naming
+    a free name; and a resume of a run that has nothing to resume from."""
+    run = describe_run(Path(loras_dir) / safe_name(run_name, "run"))
+    if resume and not run.resumable:
+        what = ("has a finished LoRA but no checkpoint" if run.has_lora
+                else "has no checkpoint" if run.exists else "does not exist")
+        raise InputError(
+            f"Cannot resume '{subject} / {run_name}': the run {what}. Press Start "
+            "training to begin a new run."
+        )
+    if not resume and run.exists:
+        free = free_run_name(loras_dir, run_name)
+        hint = (f", or press Resume to continue it from step {run.checkpoint_step}"
+                if run.resumable else "")
+        raise InputError(
+            f"A run named '{run_name}' already exists for '{subject}'; starting again "
+            f"would replace it. Choose another name (e.g. '{free}'){hint}."
+        )
 
 
 def checkpoint_settings(path: Path) -> dict:

@@ -11,18 +11,13 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from dreamstudio.config import PrepareConfig
 from dreamstudio.data import images
+from dreamstudio.data.crops import centre_crop_box, crop_box_for_face
 from dreamstudio.data.faces import Face, FaceDetector, most_prominent
 from dreamstudio.data.images import ImageRejected, open_rgb
-from dreamstudio.data.prepare import (
-    MANIFEST_NAME,
-    PrepareConfig,
-    centre_crop_box,
-    crop_box_for_face,
-    list_image_files,
-    load_manifest,
-    prepare_photos,
-)
+from dreamstudio.data.manifest import MANIFEST_NAME, load_manifest
+from dreamstudio.data.prepare import list_image_files, prepare_photos
 from dreamstudio.errors import InputError
 from tests.conftest import DATASETS
 

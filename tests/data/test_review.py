@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 from skimage import data as skdata
 
+from dreamstudio.config import PrepareConfig
 from dreamstudio.data import checks as photo_checks
 from dreamstudio.data.checks import (
     BLUR_THRESHOLD,
@@ -22,8 +23,10 @@ from dreamstudio.data.checks import (
     review_warnings,
     sharpness,
 )
+from dreamstudio.data.crops import centre_crop_box
 from dreamstudio.data.faces import FaceDetector
-from dreamstudio.data.prepare import PrepareConfig, centre_crop_box, load_manifest, prepare_photos
+from dreamstudio.data.manifest import load_manifest
+from dreamstudio.data.prepare import prepare_photos
 from dreamstudio.errors import InputError
 from dreamstudio.studio import Studio
 from dreamstudio.train.latents import image_files
@@ -136,7 +139,7 @@ def test_prepare_warns_about_blur_small_faces_near_duplicates_and_count(
 
 
 def test_small_crop_and_set_size_warnings() -> None:
-    from dreamstudio.data.prepare import PhotoResult, PrepareReport
+    from dreamstudio.data.manifest import PhotoResult, PrepareReport
 
     def kept(i: int, side: int) -> PhotoResult:
         # Far-apart hashes, so no near-duplicate warnings get in the way.

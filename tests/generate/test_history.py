@@ -64,7 +64,7 @@ def test_one_click_on_a_history_image_fills_the_controls(tmp_path):
     from dreamstudio.ui.generate_tab import RESTORED, GenerateHandlers
 
     studio = Studio(tmp_path / "ws", model="/m/tiny")
-    lora = studio.workspace.new_run_dir("dog", "run1")
+    lora = studio.workspace.run_dir("dog", "run1")
     lora.mkdir(parents=True)
     (lora / WEIGHTS_NAME).write_bytes(b"")
     folder = studio.workspace.generated_dir("dog")
@@ -92,7 +92,7 @@ def test_one_click_on_a_history_image_fills_the_controls(tmp_path):
     out = click(0)
     assert out[len(RESTORED) + 1:-1] == ("unet_scale", "0, 0.5", "sampler", "DDIM, Euler a")
     # An image of a LoRA deleted since: its settings load, the LoRA choice stays as it was.
-    old = studio.workspace.new_run_dir("dog", "old")
+    old = studio.workspace.run_dir("dog", "old")
     _save(folder, 3_000, lora_dir=str(old), seed=5)
     files = handlers.show_history("dog / run1")[1]
     out = click(0)

@@ -35,7 +35,7 @@ def studio(tmp_path) -> Studio:
 
 
 def _run_dir(studio, name):
-    path = studio.workspace.new_run_dir("dog", name)
+    path = studio.workspace.run_dir("dog", name)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -55,7 +55,8 @@ def test_a_used_run_name_is_refused_and_a_free_one_named(studio):
     assert free_run_name(studio.workspace.loras_dir("dog"), "first-try") == "first-try-3"
     # An empty folder (nothing was written) is not a run.
     _run_dir(studio, "empty")
-    assert studio.training_config("dog", PROMPT, run_name="empty", resolution=64)
+    config = studio.training_config("dog", PROMPT, run_name="empty", resolution=64)
+    assert config.output_dir == studio.workspace.run_dir("dog", "empty") and not config.resume
 
 
 def test_the_refusal_offers_resume_when_there_is_a_checkpoint(studio):

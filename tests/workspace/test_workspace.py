@@ -8,7 +8,8 @@ from PIL import Image
 
 from dreamstudio.errors import InputError
 from dreamstudio.studio import Studio
-from dreamstudio.workspace.layout import Workspace, safe_file_name, safe_name
+from dreamstudio.core.files import safe_file_name, safe_name
+from dreamstudio.workspace.layout import Workspace
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "a\\b", "/etc", "..", ".hidden", "", "  ",
@@ -69,10 +70,9 @@ def test_odd_upload_names_do_not_stop_the_others(tmp_path):
     duplicate = uploads / "again.jpg"
     duplicate.write_bytes((uploads / "plain.jpg").read_bytes())
     studio = Studio(tmp_path / "ws")
-    skipped: list[str] = []
-    added = studio.add_photos("beach", [uploads / n for n in names] + [duplicate], skipped)
-    assert len(added) == 4 and skipped == ["again.jpg"]
-    for path in added:
+    upload = studio.add_photos("beach", [uploads / n for n in names] + [duplicate])
+    assert len(upload.added) == 4 and upload.duplicates == ["again.jpg"]
+    for path in upload.added:
         assert path.parent == studio.workspace.originals_dir("beach") and path.is_file()
         assert len(path.name.encode("utf-8")) <= 120 and '"' not in path.name
 
@@ -157,7 +157,7 @@ def test_studio_refuses_to_rename_or_delete_a_subject_in_training(tmp_path, monk
     studio = Studio(tmp_path)
     _subject(studio.workspace, "dog")
     _subject(studio.workspace, "cat")
-    run = studio.workspace.new_run_dir("dog", "run1")
+    run = studio.workspace.run_dir("dog", "run1")
     monkeypatch.setattr(studio.jobs, "status", lambda: _Running(run))
     with pytest.raises(InputError, match="being trained right now .*run1.*cannot be deleted"):
         studio.delete_subject("dog")
@@ -174,7 +174,7 @@ def test_studio_refuses_to_rename_or_delete_a_subject_in_training(tmp_path, monk
 
 def test_a_restarted_app_lists_subjects_photos_and_loras(tmp_path):
     from dreamstudio.lora.files import CONFIG_NAME, WEIGHTS_NAME
-    from dreamstudio.data.prepare import PrepareConfig
+    from dreamstudio.config import PrepareConfig
 
     uploads = tmp_path / "up"
     uploads.mkdir()
@@ -183,7 +183,7 @@ def test_a_restarted_app_lists_subjects_photos_and_loras(tmp_path):
     first = Studio(tmp_path / "ws")
     report = first.prepare("Zoë", sorted(uploads.iterdir()), PrepareConfig(mode="object", size=64))
     first.exclude_photo("Zoë", report.kept[0].output)
-    run = first.workspace.new_run_dir("Zoë", "run1")
+    run = first.workspace.run_dir("Zoë", "run1")
     run.mkdir(parents=True)
     (run / WEIGHTS_NAME).write_bytes(b"weights")
     (run / CONFIG_NAME).write_text('{"steps": 5}')
@@ -201,7 +201,7 @@ def test_a_restarted_app_lists_subjects_photos_and_loras(tmp_path):
 
 
 def test_unused_path_never_names_an_existing_file(tmp_path):
-    from dreamstudio.workspace.layout import unused_path
+    from dreamstudio.core.files import unused_path
 
     assert unused_path(tmp_path, "dog", ".png") == tmp_path / "dog.png"
     (tmp_path / "dog.png").touch()

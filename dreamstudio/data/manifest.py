@@ -1,0 +1,151 @@
+"""The manifest of a prepared photo folder: the verdict on every photo, and its review edits.
+
+`manifest.json` sits beside the crops; the Data tab, the review edits and training all read
+it. File names only, never absolute paths, so the folder can be moved.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..config import PrepareConfig
+from ..core.files import atomic_write_json, file_digest
+from ..errors import InputError
+
+MANIFEST_NAME = "manifest.json"
+# 2 added faces, review edits and warnings; version 1 manifests still load.
+MANIFEST_VERSION = 2
+
+
+def photo_digest(path: Path) -> str:
+    """What a manifest records of a photo's content: the first 16 hex digits of its SHA-256.
+    Review edits follow the photo's content, not its position in the folder listing."""
+    return file_digest(path)[:16]
+
+
+def has_manifest(folder: Path) -> bool:
+    return (Path(folder) / MANIFEST_NAME).is_file()
+
+
+@dataclass
+class PhotoResult:
+    """The verdict on one source photo. File names only: the manifest must survive a move.
+
+    Boxes are (x0, y0, x1, y1) in the upright photo's pixels (EXIF rotation applied).
+    """
+
+    source: str
+    kept: bool
+    reason: str | None = None
+    crop_box: list[int] | None = None
+    output: str | None = None
+    face_prob: float | None = None
+    face_box: list[float] | None = None
+    # First 16 hex digits of the source's SHA-256: review edits follow the photo's content,
+    # not its position in the folder listing.
+    digest: str | None = None
+    image_size: list[int] | None = None
+    # Every face found, most prominent first ({"box": [...], "prob": p}); face mode only.
+    faces: list[dict] | None = None
+    face_index: int | None = None  # which of `faces` the crop follows
+    manual_crop: bool = False  # the crop box was set by hand
+    sharpness: float | None = None  # variance of the Laplacian, see photo_checks
+    dhash: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PrepareReport:
+    results: list[PhotoResult]
+    config: PrepareConfig = field(default_factory=PrepareConfig)
+    created: str = ""
+    # False while a run is under way or if it died: the crops listed exist, others may not.
+    complete: bool = True
+    # Where the crops live; not written to the manifest so the folder can be moved.
+    output_dir: Path | None = None
+    # Output names of kept crops the person left out of training (train_data skips them).
+    excluded: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # about the set as a whole
+
+    @property
+    def used(self) -> list[PhotoResult]:
+        """Kept photos that are not excluded: what training will see."""
+        excluded = set(self.excluded)
+        return [r for r in self.kept if r.output not in excluded]
+
+    def find(self, output: str) -> PhotoResult:
+        """The kept result whose crop is named `output`."""
+        for result in self.kept:
+            if result.output == output:
+                return result
+        raise InputError(
+            f"There is no prepared photo named '{output}'. Pick one of the photos shown on "
+            "the Data tab (or press Prepare again if the list is out of date)."
+        )
+
+    @property
+    def kept(self) -> list[PhotoResult]:
+        return [r for r in self.results if r.kept]
+
+    @property
+    def rejected(self) -> list[PhotoResult]:
+        return [r for r in self.results if not r.kept]
+
+    @property
+    def kept_paths(self) -> list[Path]:
+        """Absolute paths of the kept crops, in source order."""
+        if self.output_dir is None:
+            raise ValueError("this report has no output_dir")
+        return [self.output_dir / r.output for r in self.kept if r.output]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": MANIFEST_VERSION,
+            "created": self.created,
+            "complete": self.complete,
+            "config": asdict(self.config),
+            "results": [asdict(r) for r in self.results],
+            "excluded": list(self.excluded),
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], output_dir: Path | None = None) -> PrepareReport:
+        # Unknown keys are dropped so a manifest from a newer version still opens.
+        known = {f.name for f in fields(PhotoResult)}
+        return cls(
+            results=[PhotoResult(**{k: v for k, v in r.items() if k in known})
+                     for r in data["results"]],
+            config=PrepareConfig(**data["config"]),
+            created=data.get("created", ""),
+            complete=bool(data.get("complete", True)),
+            output_dir=output_dir,
+            excluded=[str(name) for name in data.get("excluded", [])],
+            warnings=[str(text) for text in data.get("warnings", [])],
+        )
+
+
+def write_manifest(report: PrepareReport, output_dir: Path) -> Path:
+    """Write `output_dir/manifest.json` atomically, so readers never see half a file."""
+    return atomic_write_json(Path(output_dir) / MANIFEST_NAME, report.to_dict(), sort_keys=False)
+
+
+def load_manifest(output_dir: Path) -> PrepareReport:
+    """Read back the report of the last prepare run in `output_dir`."""
+    output_dir = Path(output_dir)
+    path = output_dir / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return PrepareReport.from_dict(data, output_dir=output_dir)
+    except FileNotFoundError:
+        raise InputError(
+            f"'{path}' does not exist: this folder has no prepared photos. "
+            "Run the photo preparation step first."
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"'{path}' is unreadable or damaged ({exc}). Run the photo preparation step again."
+        ) from None
