@@ -30,7 +30,7 @@ import torch
 from dreamstudio.config import GenerateConfig
 from dreamstudio.generate.generator import Generator
 from dreamstudio.generate.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, make_scheduler
-from dreamstudio.lora.files import ADAPTER_NAME
+from dreamstudio.lora.adapters import ADAPTER_NAME
 
 PROMPT = "a photo of sks dog on a beach"
 # Slider positions visited in turn: every change moves at least one scale.

@@ -126,7 +126,7 @@ def unet_step_share(model: Path, resolution: int, dtype: torch.dtype, repeats: i
     from torch.utils.flop_counter import FlopCounterMode
 
     from dreamstudio.core.cpu_memory import reuse_freed_memory
-    from dreamstudio.lora.files import UNET_TARGETS, add_lora
+    from dreamstudio.lora.adapters import UNET_TARGETS, add_lora
     from dreamstudio.train.setup import cast_frozen
 
     unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet")

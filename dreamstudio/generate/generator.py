@@ -21,7 +21,8 @@ from ..core.cpu_memory import reuse_freed_memory
 from ..core.devices import inference_dtype, pick_device, release_memory
 from ..core.models import load_pipeline
 from ..errors import InputError
-from ..lora.files import ADAPTER_NAME, WEIGHTS_NAME, is_lora_dir
+from ..lora.adapters import ADAPTER_NAME
+from ..lora.files import WEIGHTS_NAME, is_lora_dir
 from .png_metadata import save_png_with_parameters
 from .samplers import DEFAULT_SAMPLER, a1111_name, make_scheduler
 

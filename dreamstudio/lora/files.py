@@ -1,4 +1,4 @@
-"""LoRA adapters: attaching them for training, and writing/reading them safely on disk.
+"""A trained LoRA on disk: its weights file, its record of how it was trained, and reading both.
 
 The weights file is the diffusers LoRA format (`pytorch_lora_weights.safetensors` with
 `unet.` and `text_encoder.` keys), so `pipeline.load_lora_weights(folder)` loads it.
@@ -13,31 +13,6 @@ from ..core.files import atomic_path, atomic_write_json
 
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 CONFIG_NAME = "dreamstudio_lora.json"
-ADAPTER_NAME = "subject"
-UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
-TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
-
-
-def add_lora(model, rank: int, targets: list[str]) -> None:
-    """Attach a trainable LoRA (alpha = rank, so its scale is 1) to `model` in place."""
-    from peft import LoraConfig
-
-    config = LoraConfig(
-        r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets
-    )
-    model.add_adapter(config)
-
-
-def peft_weights(unet, text_encoder=None) -> dict:
-    """LoRA weights keyed `unet.<module path>.lora_A.weight` (and `text_encoder.` ones),
-    the module paths being the models' own; used for checkpoints and kohya export."""
-    from peft.utils import get_peft_model_state_dict
-
-    weights = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()}
-    if text_encoder is not None:
-        weights |= {f"text_encoder.{k}": v
-                    for k, v in get_peft_model_state_dict(text_encoder).items()}
-    return weights
 
 
 def lora_state_dicts(weights: dict) -> tuple[dict, dict | None]:
@@ -79,6 +54,10 @@ def read_lora_info(lora_dir: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+def lora_weights_path(lora_dir: Path) -> Path:
+    return Path(lora_dir) / WEIGHTS_NAME
 
 
 def is_lora_dir(path: Path) -> bool:

@@ -21,14 +21,8 @@ from ..core.cpu_memory import reuse_freed_memory
 from ..core.devices import auto_mixed_precision, pick_device, release_memory
 from ..core.models import load_pipeline, prediction_type
 from ..errors import TrainingError
-from ..lora.files import (
-    TEXT_ENCODER_TARGETS,
-    UNET_TARGETS,
-    add_lora,
-    lora_state_dicts,
-    peft_weights,
-    save_lora,
-)
+from ..lora.adapters import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, peft_weights
+from ..lora.files import lora_state_dicts, save_lora
 from ..lora.kohya import export_kohya, subject_file_name
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .class_images import generate_missing_class_images

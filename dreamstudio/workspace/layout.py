@@ -29,7 +29,7 @@ from pathlib import Path
 from ..core.files import safe_name
 from ..errors import InputError
 from ..data.manifest import has_manifest
-from ..lora.files import WEIGHTS_NAME, is_lora_dir, read_lora_info
+from ..lora.files import is_lora_dir, lora_weights_path, read_lora_info
 
 # Half-deleted subjects are renamed to this first, so they never show up as a subject.
 _TRASH_PREFIX = ".deleting-"
@@ -185,10 +185,6 @@ class Workspace:
 
     def contains(self, path: Path) -> bool:
         return Path(path).resolve().is_relative_to(self.root)
-
-
-def lora_weights_path(lora_dir: Path) -> Path:
-    return Path(lora_dir) / WEIGHTS_NAME
 
 
 def _usable(name: str) -> bool:

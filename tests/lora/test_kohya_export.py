@@ -9,7 +9,7 @@ from safetensors import safe_open
 
 from dreamstudio.config import TrainConfig
 from dreamstudio.core.models import load_pipeline
-from dreamstudio.lora.files import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, peft_weights
+from dreamstudio.lora.adapters import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, peft_weights
 from dreamstudio.lora.kohya import kohya_module_name, subject_file_name, to_kohya
 from dreamstudio.train.trainer import train
 

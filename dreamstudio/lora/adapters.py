@@ -1,0 +1,31 @@
+"""LoRA adapters on the live models: where they attach, attaching them, reading their weights."""
+
+from __future__ import annotations
+
+# The adapter's name inside the pipeline, for set_adapters / scales.
+ADAPTER_NAME = "subject"
+# Attention projections, as in the diffusers DreamBooth LoRA scripts.
+UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+def add_lora(model, rank: int, targets: list[str]) -> None:
+    """Attach a trainable LoRA (alpha = rank, so its scale is 1) to `model` in place."""
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets
+    )
+    model.add_adapter(config)
+
+
+def peft_weights(unet, text_encoder=None) -> dict:
+    """LoRA weights keyed `unet.<module path>.lora_A.weight` (and `text_encoder.` ones),
+    the module paths being the models' own; used for checkpoints and kohya export."""
+    from peft.utils import get_peft_model_state_dict
+
+    weights = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()}
+    if text_encoder is not None:
+        weights |= {f"text_encoder.{k}": v
+                    for k, v in get_peft_model_state_dict(text_encoder).items()}
+    return weights
