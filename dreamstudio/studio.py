@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from .config import GenerateConfig, PrepareConfig, TrainConfig, default_of
-from .core.files import safe_name
 from .core.models import DEFAULT_MODEL
+from .core.stop_flags import StopFlags
 from .data import review as photo_review
 from .data.manifest import PrepareReport, load_manifest
 from .data.prepare import list_image_files, prepare_photos
@@ -29,6 +29,7 @@ from .train.class_gallery import ClassImageSet, add_class_images, list_class_ima
 from .train.identifiers import IdentifierAdvisor, IdentifierCheck, load_tokenizer
 from .train.jobs import JobStatus, TrainingJobs
 from .workspace.layout import LoraEntry, Workspace
+from .workspace.locks import SubjectLocks
 from .workspace.runs import (
     RunInfo,
     check_run_name,
@@ -49,9 +50,8 @@ class Studio:
         self.jobs = TrainingJobs()
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
-        self._subject_locks: dict[str, threading.Lock] = {}
-        self._subject_locks_guard = threading.Lock()
-        self._running: dict[str, set[threading.Event]] = {}  # kind -> stop flags
+        self._subject_lock = SubjectLocks()
+        self._stop_flags = StopFlags()
         self._scorers: dict[tuple[str, str], object] = {}  # fidelity models, cached
         self._advisor: IdentifierAdvisor | None = None
         self._advisor_lock = threading.Lock()
@@ -69,10 +69,10 @@ class Studio:
         are still there. Uploads that were already in the subject are named in the
         report's warnings (for this answer only; the manifest does not keep them).
         """
-        duplicates: list[str] = []
+        upload = Upload()
         with self._subject_lock(subject):
             if files:
-                duplicates = self.add_photos(subject, files).duplicates
+                upload = self.add_photos(subject, files)
             originals = self.workspace.originals_dir(subject)
             sources = list_image_files(originals) if originals.is_dir() else []
             if not sources:
@@ -81,12 +81,8 @@ class Studio:
                 )
             report = prepare_photos(sources, self.workspace.photos_dir(subject), config,
                                     progress=progress)
-        if duplicates:
-            report.warnings.insert(0, (
-                f"{len(duplicates)} uploaded photo{'s were' if len(duplicates) != 1 else ' was'}"
-                f" already in '{subject}' (same file) and not added again: "
-                f"{', '.join(duplicates)}."
-            ))
+        if upload.warning(subject):
+            report.warnings.insert(0, upload.warning(subject))
         return report
 
     def photos(self, subject: str) -> PrepareReport | None:
@@ -131,13 +127,6 @@ class Studio:
                 f"Subject '{subject}' has no prepared photos: press Prepare on the Data tab first."
             )
         return self.workspace.photos_dir(subject)
-
-    def _subject_lock(self, subject: str) -> threading.Lock:
-        # One edit of a subject's photos at a time: two handlers rewriting the manifest at
-        # once would lose one of the changes.
-        key = safe_name(subject).casefold()
-        with self._subject_locks_guard:
-            return self._subject_locks.setdefault(key, threading.Lock())
 
     # ---- Subjects -----------------------------------------------------------------------
     def rename_subject(self, subject: str, new_name: str) -> str:
@@ -320,26 +309,14 @@ class Studio:
         """Earlier images of `subject` (None: of the base model), newest first."""
         return list_history(self.workspace.generated_dir(subject))
 
-    # ---- Stopping what runs ---------------------------------------------------------------
-    @contextmanager
-    def cancellable(self, kind: str) -> Iterator[threading.Event]:
-        """A stop flag for one run of `kind` ("generate", "evaluate"), set by stop(kind)."""
-        event = threading.Event()
-        with self._generator_lock:
-            self._running.setdefault(kind, set()).add(event)
-        try:
-            yield event
-        finally:
-            with self._generator_lock:
-                self._running[kind].discard(event)
+    # ---- Stopping generation and evaluation ----------------------------------------------
+    def cancellable(self, kind: str) -> AbstractContextManager[threading.Event]:
+        """A stop flag for one piece of work of `kind` ("generate", "evaluate")."""
+        return self._stop_flags.cancellable(kind)
 
     def stop(self, kind: str) -> bool:
-        """Ask every run of `kind` to stop within one sampler step; False if none runs."""
-        with self._generator_lock:
-            events = list(self._running.get(kind, ()))
-        for event in events:
-            event.set()
-        return bool(events)
+        """Ask all work of `kind` to stop within one sampler step; False if none goes on."""
+        return self._stop_flags.stop(kind)
 
     # ---- Evaluation -----------------------------------------------------------------------
     def evaluation_config(self, lora_label: str, **settings) -> EvalConfig:

@@ -20,6 +20,14 @@ class Upload:
     added: list[Path] = field(default_factory=list)  # where each new photo was stored
     duplicates: list[str] = field(default_factory=list)  # names of uploads already there
 
+    def warning(self, subject: str) -> str | None:
+        """What to tell the person about the duplicates, if there were any."""
+        n = len(self.duplicates)
+        if not n:
+            return None
+        return (f"{n} uploaded photo{'s were' if n != 1 else ' was'} already in '{subject}' "
+                f"(same file) and not added again: {', '.join(self.duplicates)}.")
+
 
 def add_photos(originals: Path, files: list[Path]) -> Upload:
     """Copy `files` into `originals`, skipping missing files and exact duplicates."""
