@@ -11,11 +11,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from ..train.checkpoints import STATE_FILE, latest_checkpoint
 from ..config import TrainConfig
 from ..lora.files import atomic_write_json, is_lora_dir, read_lora_info
+from ..train.checkpoints import latest_checkpoint
+
+# What a resume must match is the train room's to say; a run's checkpoint settings are read
+# here for those who describe runs.
+from ..train.resume import checkpoint_settings as checkpoint_settings
 
 SETTINGS_FILE = "run_settings.json"
 
@@ -82,16 +84,3 @@ def free_run_name(loras_dir: Path, name: str) -> str:
     while run_exists(Path(loras_dir) / f"{name}-{n}"):
         n += 1
     return f"{name}-{n}"
-
-
-def checkpoint_settings(path: Path) -> dict:
-    """The settings stored in the run's latest checkpoint ({} if it has none), which a
-    resumed run must match."""
-    checkpoint = latest_checkpoint(path)
-    if checkpoint is None:
-        return {}
-    try:
-        state = torch.load(checkpoint.path / STATE_FILE, weights_only=True, map_location="cpu")
-    except Exception:  # noqa: BLE001 - unreadable: the trainer reports it when resuming
-        return {}
-    return dict(state.get("settings", {}))
