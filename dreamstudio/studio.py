@@ -19,7 +19,7 @@ from .data import review as photo_review
 from .data.manifest import PrepareReport, load_manifest
 from .data.prepare import list_image_files, prepare_photos
 from .data.uploads import Upload, add_photos
-from .errors import InputError, TrainingError
+from .errors import InputError
 from .evaluate.evaluate import EvalConfig, EvalProgress, EvalReport
 from .evaluate.evaluate import evaluate as run_evaluation
 from .generate.generator import GeneratedImage, Generator, timestamp
@@ -28,12 +28,12 @@ from .generate.history import HistoryItem, list_history
 from .train.class_gallery import ClassImageSet, add_class_images, list_class_images
 from .train.identifiers import IdentifierAdvisor, IdentifierCheck, load_tokenizer
 from .train.jobs import JobStatus, TrainingJobs
+from .train.resume import check_resumable
 from .workspace.layout import LoraEntry, Workspace
 from .workspace.locks import SubjectLocks
 from .workspace.runs import (
     RunInfo,
     check_run_name,
-    checkpoint_settings,
     describe_run,
     list_runs,
     save_run_settings,
@@ -190,22 +190,7 @@ class Studio:
 
     def check_resume(self, config: TrainConfig) -> None:
         """Refuse at once, before any model loads, a resume the trainer would refuse."""
-        saved = checkpoint_settings(config.output_dir)
-        changed = [k for k, v in saved.items() if getattr(config, k, v) != v]
-        if changed:
-            listed = ", ".join(f"{k} (was {saved[k]!r}, now {getattr(config, k)!r})"
-                               for k in changed)
-            raise TrainingError(
-                f"Cannot resume '{config.output_dir.name}': these settings differ from the run "
-                f"that wrote its checkpoint: {listed}. Set them back (pick the run again to "
-                "reload its settings), or start a new run."
-            )
-        run = describe_run(config.output_dir)
-        if run.checkpoint_step is not None and run.checkpoint_step >= config.steps:
-            raise TrainingError(
-                f"The checkpoint of '{config.output_dir.name}' is at step {run.checkpoint_step}; "
-                f"set Steps above {run.checkpoint_step} to continue training."
-            )
+        check_resumable(config)
 
     def start_training(self, config: TrainConfig) -> None:
         if config.resume:

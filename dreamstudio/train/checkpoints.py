@@ -72,13 +72,26 @@ def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor
     return final
 
 
+def _unreadable(checkpoint: Checkpoint, exc: Exception) -> TrainingError:
+    # torch's own unpickling errors run over many lines with advice that does not apply.
+    reason = str(exc) if isinstance(exc, OSError) else "damaged or not a DreamStudio checkpoint"
+    return TrainingError(
+        f"Checkpoint {checkpoint.path} is unreadable ({reason}); delete it to resume from "
+        "the one before, or start the run again without resume."
+    )
+
+
+def load_state(checkpoint: Checkpoint) -> dict:
+    """The checkpoint's state (step, settings, optimizer, random states), without weights."""
+    try:
+        return torch.load(checkpoint.path / STATE_FILE, weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise _unreadable(checkpoint, exc) from exc
+
+
 def load_checkpoint(checkpoint: Checkpoint) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         weights = load_file(str(checkpoint.path / WEIGHTS_FILE))
-        state = torch.load(checkpoint.path / STATE_FILE, weights_only=True)
     except Exception as exc:
-        raise TrainingError(
-            f"Checkpoint {checkpoint.path} is unreadable ({exc}); delete it to resume from "
-            "the one before, or start the run again without resume."
-        ) from exc
-    return weights, state
+        raise _unreadable(checkpoint, exc) from exc
+    return weights, load_state(checkpoint)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from ..config import TrainConfig
 from ..core.files import atomic_write_json
+from .class_gallery import RECORD
 from .latents import image_files
+
+# A caller that leaves these out gets what a training run would use.
+_DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 def generate_missing_class_images(
@@ -18,9 +24,9 @@ def generate_missing_class_images(
     class_prompt: str,
     num_images: int,
     resolution: int,
-    seed: int = 0,
-    steps: int = 25,
-    batch_size: int = 4,
+    seed: int = _DEFAULT["seed"],
+    steps: int = _DEFAULT["class_image_steps"],
+    batch_size: int = _DEFAULT["class_image_batch_size"],
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     autocast_dtype: torch.dtype | None = None,
@@ -70,7 +76,7 @@ def generate_missing_class_images(
     finally:
         pipe.scheduler = original_scheduler
     atomic_write_json(
-        class_dir / "class_images.json",
+        class_dir / RECORD,
         {"class_prompt": class_prompt, "resolution": resolution, "count": have + made},
     )
     return made

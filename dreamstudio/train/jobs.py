@@ -13,7 +13,8 @@ import torch
 
 from ..config import TrainConfig
 from ..errors import DreamStudioError, TrainingError
-from .trainer import TrainProgress, TrainResult, train
+from .events import TrainProgress, TrainResult
+from .trainer import train
 
 log = logging.getLogger(__name__)
 

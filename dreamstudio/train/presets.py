@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+
+from ..config import TrainConfig
+
+# The settings a preset fills in; the rest of the Train tab keeps what the user set.
+_PRESET_KEYS = ("steps", "learning_rate", "text_encoder_lr", "batch_size", "rank",
+                "train_text_encoder", "class_prompt", "prior_loss_weight", "num_class_images")
+
+# TrainConfig's own defaults are the notebook's: read them, never restate them.
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_DEFAULTS = {k: _FIELDS[k].default for k in _PRESET_KEYS}
 
 
 @dataclass(frozen=True)
@@ -12,26 +23,33 @@ class Preset:
     settings: dict = field(default_factory=dict)
 
 
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in (
-        Preset(
-            "Object - LoRA notebook defaults",
-            "For an object or a pet from 5-20 photos: the settings of the LoRA DreamBooth "
-            "notebook this app replaces (UNet LR 5e-4, text-encoder LR 1e-4, 300 steps, "
-            "batch 1, rank 4), without prior preservation. Fast, and usually enough.",
-            {"steps": 300, "learning_rate": 5e-4, "text_encoder_lr": 1e-4, "batch_size": 1,
-             "rank": 4, "train_text_encoder": True, "class_prompt": None,
-             "prior_loss_weight": 1.0, "num_class_images": 100},
-        ),
-        Preset(
-            "Person / face",
-            "For a person from face crops: prior preservation on 'a photo of a person' keeps "
-            "the model's other people intact (no everyone-looks-like-you drift), and more "
-            "steps at a lower UNet LR learn the identity without copying the photos.",
-            {"steps": 800, "learning_rate": 2e-4, "text_encoder_lr": 5e-5, "batch_size": 1,
-             "rank": 8, "train_text_encoder": True, "class_prompt": "a photo of a person",
-             "prior_loss_weight": 1.0, "num_class_images": 100},
-        ),
+def _rate(value: float) -> str:
+    """A learning rate as people write it: 5e-4, 1.5e-4."""
+    mantissa, exponent = f"{value:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _notebook_preset() -> Preset:
+    d = _DEFAULTS
+    return Preset(
+        "Object - LoRA notebook defaults",
+        "For an object or a pet from 5-20 photos: the settings of the LoRA DreamBooth "
+        f"notebook this app replaces (UNet LR {_rate(d['learning_rate'])}, text-encoder LR "
+        f"{_rate(d['text_encoder_lr'])}, {d['steps']} steps, batch {d['batch_size']}, rank "
+        f"{d['rank']}), without prior preservation. Fast, and usually enough.",
+        dict(d),
     )
-}
+
+
+def _face_preset() -> Preset:
+    return Preset(
+        "Person / face",
+        "For a person from face crops: prior preservation on 'a photo of a person' keeps "
+        "the model's other people intact (no everyone-looks-like-you drift), and more "
+        "steps at a lower UNet LR learn the identity without copying the photos.",
+        _DEFAULTS | {"steps": 800, "learning_rate": 2e-4, "text_encoder_lr": 5e-5, "rank": 8,
+                     "class_prompt": "a photo of a person"},
+    )
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (_notebook_preset(), _face_preset())}

@@ -10,7 +10,7 @@ import torch
 
 
 def render_validation(pipe, prompt: str, step: int, output_dir: Path, resolution: int,
-                      seed: int, steps: int, num_images: int = 1,
+                      seed: int, steps: int, num_images: int,
                       autocast=None) -> list[Path]:
     """Generate `num_images` images with the pipeline's current (training) weights."""
     from diffusers import DPMSolverMultistepScheduler

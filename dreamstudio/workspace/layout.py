@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.files import safe_name
-from ..errors import InputError
 from ..data.manifest import has_manifest
+from ..errors import InputError
 from ..lora.files import is_lora_dir, lora_weights_path, read_lora_info
 
 # Half-deleted subjects are renamed to this first, so they never show up as a subject.

@@ -11,13 +11,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from ..train.checkpoints import STATE_FILE, latest_checkpoint
 from ..config import TrainConfig
 from ..core.files import atomic_write_json, safe_name
 from ..errors import InputError
 from ..lora.files import is_lora_dir, read_lora_info
+from ..train.checkpoints import latest_checkpoint
 
 SETTINGS_FILE = "run_settings.json"
 
@@ -106,15 +104,3 @@ def check_run_name(loras_dir: Path, subject: str, run_name: str, resume: bool) -
             f"would replace it. Choose another name (e.g. '{free}'){hint}."
         )
 
-
-def checkpoint_settings(path: Path) -> dict:
-    """The settings stored in the run's latest checkpoint ({} if it has none), which a
-    resumed run must match."""
-    checkpoint = latest_checkpoint(path)
-    if checkpoint is None:
-        return {}
-    try:
-        state = torch.load(checkpoint.path / STATE_FILE, weights_only=True, map_location="cpu")
-    except Exception:  # noqa: BLE001 - unreadable: the trainer reports it when resuming
-        return {}
-    return dict(state.get("settings", {}))

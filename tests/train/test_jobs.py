@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from dreamstudio.config import TrainConfig
+from dreamstudio.train import jobs as jobs_module
 from dreamstudio.train.events import TrainProgress, TrainResult
 from dreamstudio.train.jobs import JobStatus, TrainingJobs
 
@@ -36,23 +36,38 @@ class FakeTrainer:
         return TrainResult("completed", config.output_dir, None, config.steps, 0.3, 0.0)
 
 
-def test_elapsed_counts_from_the_start_while_the_model_loads(tmp_path):
+class Clock:
+    """Stands in for the wall clock of the jobs module: time moves only when told to."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_elapsed_counts_from_the_start_while_the_model_loads_and_stops_at_the_end(
+    tmp_path, monkeypatch
+):
+    clock = Clock()
+    monkeypatch.setattr(jobs_module, "time", clock)
     fake = FakeTrainer()
     jobs = TrainingJobs(train_fn=fake)
-    before = time.time()
+    assert jobs.status().elapsed == 0.0  # no job yet
     jobs.start(_config(tmp_path))
     assert fake.loaded.wait(5)
-    time.sleep(0.3)
+    clock.now = 1007.5
     status = jobs.status()
     assert status.progress.phase == "loading" and status.progress.elapsed == 0.0
-    assert before <= status.started_at <= time.time()
-    assert status.elapsed >= 0.3  # the trainer's own clock has not started yet
+    assert status.started_at == 1000.0
+    assert status.elapsed == 7.5  # the trainer's own clock has not started yet
+    clock.now = 1010.0
+    assert jobs.status().elapsed == 10.0  # and it goes on while the job runs
     fake.go_on.set()
     done = jobs.wait(5)
-    assert done.state == "completed" and done.finished_at is not None
-    frozen = done.elapsed
-    time.sleep(0.2)
-    assert jobs.status().elapsed == frozen  # a finished job's time stops
+    assert done.state == "completed" and done.finished_at == 1010.0
+    clock.now = 2000.0
+    assert done.elapsed == jobs.status().elapsed == 10.0  # a finished job's time stops
 
 
 def test_losses_keep_their_steps_when_a_run_resumes(tmp_path):
@@ -76,5 +91,7 @@ def test_a_status_is_a_snapshot(tmp_path):
     assert len(jobs.status().losses) == len(jobs.status().loss_steps) == 3
 
 
-def test_an_idle_job_has_no_elapsed_time():
+def test_an_idle_job_has_no_elapsed_time(monkeypatch):
+    monkeypatch.setattr(jobs_module, "time", Clock())
     assert JobStatus().elapsed == 0.0
+    assert JobStatus(started_at=990.0).elapsed == 10.0  # a started one has

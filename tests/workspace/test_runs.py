@@ -8,14 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
+from dreamstudio.errors import InputError, TrainingError
+from dreamstudio.lora.files import WEIGHTS_NAME
+from dreamstudio.studio import Studio
 from dreamstudio.train.checkpoints import save_checkpoint
 from dreamstudio.train.class_gallery import list_class_images
-from dreamstudio.errors import InputError, TrainingError
-from dreamstudio.train.jobs import TrainingJobs
-from dreamstudio.lora.files import WEIGHTS_NAME
-from dreamstudio.workspace.runs import SETTINGS_FILE, free_run_name
-from dreamstudio.studio import Studio
 from dreamstudio.train.events import TrainResult
+from dreamstudio.train.jobs import TrainingJobs
+from dreamstudio.workspace.runs import SETTINGS_FILE, free_run_name
 
 PROMPT = "a photo of sks dog"
 

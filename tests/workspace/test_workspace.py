@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from dreamstudio.core.files import safe_file_name, safe_name
 from dreamstudio.errors import InputError
 from dreamstudio.studio import Studio
-from dreamstudio.core.files import safe_file_name, safe_name
 from dreamstudio.workspace.layout import Workspace
 
 
@@ -173,8 +173,8 @@ def test_studio_refuses_to_rename_or_delete_a_subject_in_training(tmp_path, monk
 
 
 def test_a_restarted_app_lists_subjects_photos_and_loras(tmp_path):
-    from dreamstudio.lora.files import CONFIG_NAME, WEIGHTS_NAME
     from dreamstudio.config import PrepareConfig
+    from dreamstudio.lora.files import CONFIG_NAME, WEIGHTS_NAME
 
     uploads = tmp_path / "up"
     uploads.mkdir()

@@ -1,0 +1,131 @@
+"""Continuing a training session from its latest checkpoint, and what such a checkpoint holds.
+
+`check_resumable` is the one judge of whether a run can be resumed with a config: the app
+asks it before queueing a job and the trainer before loading any model, so both refuse the
+same things with the same words.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..config import TrainConfig
+from ..errors import TrainingError
+from ..lora.adapters import peft_weights
+from .checkpoints import (
+    Checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    load_state,
+    save_checkpoint,
+)
+from .session import TrainingSession
+
+log = logging.getLogger("dreamstudio.training")
+
+# Settings a checkpoint must share with the run that resumes it: any other setting (the
+# learning rate, validation, ...) may change between the two.
+RESUME_KEYS = ("model", "instance_prompt", "class_prompt", "rank", "train_text_encoder",
+               "resolution", "batch_size", "seed")
+
+
+def resume_settings(config: TrainConfig) -> dict:
+    """The settings a checkpoint records so that a resume can be checked against them."""
+    return {k: getattr(config, k) for k in RESUME_KEYS}
+
+
+def checkpoint_settings(path: Path) -> dict:
+    """The settings stored in the run's latest checkpoint ({} if it has none or it cannot
+    be read), which a resumed run must match."""
+    checkpoint = latest_checkpoint(path)
+    if checkpoint is None:
+        return {}
+    try:
+        return dict(load_state(checkpoint).get("settings", {}))
+    except TrainingError:
+        return {}
+
+
+def check_resumable(config: TrainConfig) -> Checkpoint:
+    """The checkpoint that `config` (with resume on) continues from; TrainingError if there
+    is none, it is unreadable, it was written with other settings, or it is not before
+    `config.steps`. Reads only the checkpoint's small state file: no model is loaded."""
+    checkpoint = latest_checkpoint(config.output_dir)
+    if checkpoint is None:
+        raise TrainingError(
+            f"Nothing to resume: {config.output_dir} has no complete checkpoint. "
+            "Start the run without resume."
+        )
+    state = load_state(checkpoint)
+    run = Path(config.output_dir).name
+    step = state.get("step", checkpoint.step)
+    # Only recorded settings are compared: a checkpoint that lacks one cannot disagree.
+    saved = state.get("settings", {})
+    changed = [k for k in RESUME_KEYS if k in saved and saved[k] != getattr(config, k)]
+    if changed:
+        listed = ", ".join(f"{k} (was {saved[k]!r}, now {getattr(config, k)!r})"
+                           for k in changed)
+        raise TrainingError(
+            f"Cannot resume '{run}': these settings differ from the run that wrote its "
+            f"checkpoint at step {step}: {listed}. Set them back (in the app, pick the run "
+            "again to reload its settings), or start a new run."
+        )
+    if step >= config.steps:
+        raise TrainingError(
+            f"The checkpoint of '{run}' is at step {step}; set Steps above {step} to "
+            "continue training."
+        )
+    return checkpoint
+
+
+def save_session(session: TrainingSession, step: int) -> None:
+    """Checkpoint everything the loop needs to go on from after `step` exactly as if it had
+    never stopped: LoRA weights, optimizer and schedule, every random state, data order."""
+    cfg, accelerator = session.config, session.accelerator
+    if not cfg.checkpoint_every or step == 0 or not accelerator.is_main_process:
+        return
+    te = accelerator.unwrap_model(session.text_encoder) if cfg.train_text_encoder else None
+    weights = peft_weights(accelerator.unwrap_model(session.unet), te)
+    class_batches = session.class_batches
+    state = {
+        "step": step,
+        "optimizer": session.optimizer.state_dict(),
+        "lr_scheduler": session.lr_scheduler.state_dict(),
+        "generator": session.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "order": list(session.batches.order),
+        "class_order": list(class_batches.order) if class_batches else [],
+        "losses": list(session.losses),
+        "validation_images": list(session.validation_images),
+        "settings": resume_settings(cfg),
+    }
+    path = save_checkpoint(cfg.output_dir, step, weights, state, cfg.keep_checkpoints)
+    log.info("checkpoint written: %s", path)
+
+
+def restore_session(session: TrainingSession, checkpoint: Checkpoint) -> int:
+    """Put the checkpoint's state into the session (models, optimizer, schedule and data
+    order already built); return the step it was written at, where the loop goes on."""
+    from peft.utils import set_peft_model_state_dict
+
+    weights, state = load_checkpoint(checkpoint)
+    accelerator = session.accelerator
+    for prefix, model in (("unet.", session.unet), ("text_encoder.", session.text_encoder)):
+        part = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        if part:
+            set_peft_model_state_dict(accelerator.unwrap_model(model), part)
+    session.optimizer.load_state_dict(state["optimizer"])
+    session.lr_scheduler.load_state_dict(state["lr_scheduler"])
+    session.generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    session.batches.order = list(state["order"])
+    if session.class_batches:
+        session.class_batches.order = list(state["class_order"])
+    session.losses = list(state["losses"])
+    session.validation_images = list(state.get("validation_images", []))
+    log.info("resumed from %s at step %d", checkpoint.path, state["step"])
+    session.emit("training", state["step"], message=f"Resumed at step {state['step']}")
+    return state["step"]

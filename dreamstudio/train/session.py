@@ -1,0 +1,63 @@
+"""The state of one training session: what its stages build, and what the loop, checkpoints
+and resume read and change.
+
+Kept apart from the stages (trainer.py) so that the per-step code and checkpointing can take
+the session as their one argument without importing the trainer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import torch
+
+from ..config import TrainConfig
+from .events import ProgressFn, TrainProgress
+from .latents import LoadedImages
+
+_WEIGHT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TrainingSession:
+    """One call of `train`. Attributes set to None here are filled by the trainer's stages,
+    in the order listed."""
+
+    def __init__(self, config: TrainConfig, pipe, instance: LoadedImages, device: torch.device,
+                 precision: str, progress: ProgressFn, cancel: threading.Event):
+        self.config, self.pipe, self.device = config, pipe, device
+        self.precision, self.progress, self.cancel = precision, progress, cancel
+        self.instance = instance
+        # Frozen weights run in this dtype; trainable LoRA weights stay fp32.
+        self.weight_dtype = _WEIGHT_DTYPES.get(precision, torch.float32)
+        self.start = time.monotonic()
+        self.skipped = [(str(p), r) for p, r in instance.skipped]
+        self.losses: list[float] = []
+        self.validation_images: list[str] = []
+
+        # 1. Class images
+        self.class_images: LoadedImages | None = None
+        # 2. Accelerator and models
+        self.accelerator = None
+        self.unet = self.vae = self.text_encoder = None
+        self.noise_scheduler = None
+        self.target_kind: str | None = None  # "epsilon" or "v_prediction"
+        # 3. Cached latents and prompt embeddings
+        self.instance_latents = self.class_latents = None
+        self.instance_ids: torch.Tensor | None = None
+        self.class_ids: torch.Tensor | None = None
+        self.cached_embeds: dict | None = None  # only while the text encoder is frozen
+        # 4. LoRA and optimizer
+        self.optimizer = self.lr_scheduler = None
+        self.trainable: list[torch.nn.Parameter] = []
+        self.generator: torch.Generator | None = None
+        self.batches = self.class_batches = None
+
+    @property
+    def with_prior(self) -> bool:
+        return self.class_latents is not None
+
+    def emit(self, phase: str, step: int, **kw) -> None:
+        self.progress(TrainProgress(phase, step=step, total_steps=self.config.steps,
+                                    elapsed=time.monotonic() - self.start,
+                                    validation_images=list(self.validation_images), **kw))

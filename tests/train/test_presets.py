@@ -1,0 +1,33 @@
+"""Training presets start from TrainConfig's defaults rather than copies of them."""
+
+from __future__ import annotations
+
+from dreamstudio.config import TrainConfig
+from dreamstudio.train.presets import PRESETS
+
+NOTEBOOK, FACE = "Object - LoRA notebook defaults", "Person / face"
+
+
+def _defaults(tmp_path) -> TrainConfig:
+    return TrainConfig(instance_dir=tmp_path, instance_prompt="a photo of sks dog",
+                       output_dir=tmp_path)
+
+
+def test_the_notebook_preset_is_the_config_defaults_and_quotes_them(tmp_path):
+    config = _defaults(tmp_path)
+    preset = PRESETS[NOTEBOOK]
+    assert preset.settings == {k: getattr(config, k) for k in preset.settings}
+    assert {"steps", "learning_rate", "text_encoder_lr", "rank"} <= set(preset.settings)
+    for quoted in (f"{config.steps} steps", f"rank {config.rank}",
+                   f"batch {config.batch_size}", "UNet LR 5e-4", "text-encoder LR 1e-4"):
+        assert quoted in preset.description
+
+
+def test_the_face_preset_sets_the_same_keys_and_turns_prior_preservation_on(tmp_path):
+    config = _defaults(tmp_path)
+    face, notebook = PRESETS[FACE].settings, PRESETS[NOTEBOOK].settings
+    assert face.keys() == notebook.keys()
+    assert face["class_prompt"] == "a photo of a person"
+    assert face["steps"] > config.steps and face["learning_rate"] < config.learning_rate
+    assert face["num_class_images"] == config.num_class_images
+    assert face["prior_loss_weight"] == config.prior_loss_weight
