@@ -14,6 +14,7 @@ from typing import Any
 from ..config import PrepareConfig
 from ..core.files import atomic_write_json, file_digest
 from ..errors import InputError
+from .images import IMAGE_SUFFIXES
 
 MANIFEST_NAME = "manifest.json"
 # 2 added faces, review edits and warnings; version 1 manifests still load.
@@ -28,6 +29,20 @@ def photo_digest(path: Path) -> str:
 
 def has_manifest(folder: Path) -> bool:
     return (Path(folder) / MANIFEST_NAME).is_file()
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images training takes from `folder`: a prepared folder's kept crops that were
+    not left out (its manifest says which), else every image file in it (class images)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"Image folder {folder} does not exist or is not a folder.")
+    if has_manifest(folder):
+        return [folder / r.output for r in load_manifest(folder).used if r.output]
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 @dataclass

@@ -9,7 +9,6 @@ and training uses those pictures just the same.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -18,9 +17,10 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from ..core.files import unused_path
+from ..core.files import file_digest, unused_path
+from ..data.images import IMAGE_SUFFIXES
+from ..data.manifest import image_files
 from ..errors import InputError
-from .latents import IMAGE_SUFFIXES, image_files
 
 GENERATED_NAME = re.compile(r"^class_\d{4,}\.png$")
 RECORD = "class_images.json"
@@ -70,10 +70,6 @@ def list_class_images(folder: Path, wanted: int) -> ClassImageSet:
     return ClassImageSet(folder, images, wanted, record)
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
-
-
 def _check_image(path: Path) -> str | None:
     """Why `path` cannot serve as a class image, or None if it can."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -96,7 +92,7 @@ def add_class_images(folder: Path, files: list[Path]) -> tuple[list[Path], list[
         raise InputError("No pictures chosen: pick image files of the class to add.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    known = {_digest(p) for p in image_files(folder)}
+    known = {file_digest(p) for p in image_files(folder)}
     added, skipped = [], []
     for src in map(Path, files):
         if not src.is_file():
@@ -106,7 +102,7 @@ def add_class_images(folder: Path, files: list[Path]) -> tuple[list[Path], list[
         if why:
             skipped.append((src.name, why))
             continue
-        digest = _digest(src)
+        digest = file_digest(src)
         if digest in known:
             skipped.append((src.name, "already in the folder"))
             continue

@@ -11,8 +11,8 @@ import torch
 
 from ..config import TrainConfig
 from ..core.files import atomic_write_json
+from ..data.manifest import image_files
 from .class_gallery import RECORD
-from .latents import image_files
 
 # A caller that leaves these out gets what a training run would use.
 _DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,31 +10,8 @@ import torch
 from PIL import Image
 
 from ..data.images import ImageRejected, open_rgb
+from ..data.manifest import image_files
 from ..errors import InputError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
-def image_files(folder: Path) -> list[Path]:
-    """Photos to train on: a prepared subject's kept crops, or every image in the folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"Image folder {folder} does not exist or is not a folder.")
-    manifest = folder / "manifest.json"
-    if manifest.is_file():
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-            outputs = [r["output"] for r in data.get("results", []) if r.get("kept")]
-            excluded = set(data.get("excluded", []))
-            return [folder / o for o in outputs if o and o not in excluded]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(
-                f"{manifest} is damaged ({exc}); prepare the photos again or delete it."
-            ) from exc
-    return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
 
 
 def to_training_tensor(image: Image.Image, resolution: int) -> torch.Tensor:

@@ -25,11 +25,10 @@ from dreamstudio.data.checks import (
 )
 from dreamstudio.data.crops import centre_crop_box
 from dreamstudio.data.faces import FaceDetector
-from dreamstudio.data.manifest import load_manifest
+from dreamstudio.data.manifest import image_files, load_manifest
 from dreamstudio.data.prepare import prepare_photos
 from dreamstudio.errors import InputError
 from dreamstudio.studio import Studio
-from dreamstudio.train.latents import image_files
 from tests.conftest import DATASETS
 
 

@@ -204,7 +204,7 @@ def reviewed(app, dog_photos):
 
 
 def test_exclude_and_include_a_photo_through_the_app(app, reviewed):
-    from dreamstudio.train.latents import image_files
+    from dreamstudio.data.manifest import image_files
 
     client, _, workspace, _ = app
     photos = workspace / "subjects" / REVIEWED / "photos"
