@@ -177,8 +177,8 @@ def _overhead_ms(generator: Generator, plain: PlainDiffusers, config: GenerateCo
             fn(i)
         return round((time.perf_counter() - start) / n * 1000, 3)
 
-    figures = {"dreamstudio_same_settings": per_call(lambda i: generator.prepare(config)),
-               "dreamstudio_slider_change": per_call(lambda i: generator.prepare(changes[i]))}
+    figures = {"dreamstudio_same_settings": per_call(lambda i: generator.load_for(config)),
+               "dreamstudio_slider_change": per_call(lambda i: generator.load_for(changes[i]))}
     if config.lora_dir is not None:
         figures["diffusers_set_adapters"] = per_call(lambda i: plain.pipe.set_adapters(
             ADAPTER_NAME, adapter_weights={"unet": changes[i].unet_scale,

@@ -13,6 +13,7 @@ out the same way for every trainer.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -26,15 +27,18 @@ from pathlib import Path
 
 import torch
 
+from dreamstudio.config import TrainConfig
 from dreamstudio.core.devices import cpu_has_bf16
 from tests.support.sample_photos import find_datasets
 
 PROMPT, CLASS_PROMPT = "a photo of sks dog", "a photo of dog"
 DEFAULT_PHOTOS = find_datasets() / "dog"
+# ours_cmd leaves the learning rate at our default; their script gets the same one.
+_OUR_LR = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "learning_rate")
 
 
-def _run(cmd: list[str], env: dict | None = None) -> dict:
-    """Run a command; wall seconds and its own peak RSS (from wait4, not polled)."""
+def _timed(cmd: list[str], env: dict | None = None) -> dict:
+    """Wall seconds and peak RSS of a command (from wait4, not polled); raises if it fails."""
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, **(env or {})}, text=True)
@@ -69,7 +73,7 @@ def theirs_cmd(script, model, photos, out, steps, precision, resolution,
            "--instance_data_dir", str(photos), "--instance_prompt", PROMPT,
            "--output_dir", str(out), "--resolution", str(resolution), "--train_batch_size", "1",
            "--max_train_steps", str(steps), "--rank", "4", "--seed", "0",
-           "--learning_rate", "5e-4", "--lr_warmup_steps", "0", "--checkpointing_steps", "100000"]
+           "--learning_rate", str(_OUR_LR), "--lr_warmup_steps", "0", "--checkpointing_steps", "100000"]
     if precision:
         cmd += ["--mixed_precision", precision]
     if class_dir:
@@ -79,8 +83,8 @@ def theirs_cmd(script, model, photos, out, steps, precision, resolution,
 
 
 def per_step(make_cmd, short: int, long: int, workdir: Path, env=None) -> dict:
-    a = _run(make_cmd(workdir / f"s{short}", short), env)
-    b = _run(make_cmd(workdir / f"s{long}", long), env)
+    a = _timed(make_cmd(workdir / f"s{short}", short), env)
+    b = _timed(make_cmd(workdir / f"s{long}", long), env)
     seconds = (b["wall_s"] - a["wall_s"]) / (long - short)
     info = workdir / f"s{long}" / "dreamstudio_lora.json"
     loop = json.loads(info.read_text()).get("steps_per_second") if info.is_file() else None
@@ -270,7 +274,7 @@ def main(argv=None) -> int:
                                          "note": "its default precision is fp32 (no)"}
         if "prior" in parts:
             class_dir = work / "class-ours"
-            report("ours_prior_end_to_end", _run(ours_cmd(
+            report("ours_prior_end_to_end", _timed(ours_cmd(
                 args.model, args.photos, work / "prior-ours", args.prior_steps, "auto", True,
                 res, class_dir, args.class_images), env) | {"training_steps": args.prior_steps})
             if args.compare_script:

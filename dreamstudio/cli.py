@@ -1,21 +1,30 @@
-"""Command line: `python -m dreamstudio prepare|train|generate|tiny-model ...`.
+"""Command line: `python -m dreamstudio prepare|train|generate|evaluate|tiny-model ...`.
 
 The parser only turns arguments into the same typed configs the app uses; every command
-ends in one clear line on failure and a non-zero exit.
+ends in one clear line on failure and a non-zero exit. Options that set a config field are
+built from that field: its default, type, choices and help come from the dataclass, so
+the CLI cannot drift from the app. The tables below only say which fields each command
+offers, in which order, and where a flag's name or type differs from the field's.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import threading
+import types
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from .config import GenerateConfig, TrainConfig
-from .core.models import DEFAULT_MODEL
+from .config import GenerateConfig, PrepareConfig, TrainConfig
+from .data.manifest import MANIFEST_NAME
 from .errors import DreamStudioError
-from .evaluate import evaluate
+from .evaluate.config import EvalConfig
+from .evaluate.report import CSV_NAME, JSON_NAME
 from .generate.grid import AXES
-from .generate.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,83 +39,123 @@ def _positive_int(text: str) -> int:
     return value
 
 
+@dataclass(frozen=True)
+class Flag:
+    """How a config field appears on the command line where it differs from the field."""
+
+    field: str
+    flag: str | None = None  # default: --the-field-name
+    type: Callable[[str], object] | None = None  # default: the field's annotated type
+    help: str | None = None  # only for wording the field lacks: that of a "--no-" flag
+
+
+def _value_type(hint) -> type:
+    """int for `int`, Path for `Path | None`: the type a flag's text converts to."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _help(text: str | None, default) -> str | None:
+    if text is None:
+        return None
+    text = text.replace("%", "%%")  # argparse %-formats help texts
+    if not (default is None or default == "" or isinstance(default, bool)):
+        text += " (default: %(default)s)"
+    return text
+
+
+def add_field_options(parser: argparse.ArgumentParser, config_cls: type,
+                      specs: Iterable[Flag | str]) -> None:
+    """Add one option per field named in `specs` (a field name, or a Flag for overrides).
+
+    The option's dest is the field name, so `config_from(args, config_cls)` builds the
+    config. A field without a default is a required option; a bool field is a switch that
+    turns its default around (`--flip` sets True, `--no-kohya` sets export_kohya False).
+    """
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    hints = typing.get_type_hints(config_cls)
+    for spec in specs:
+        spec = Flag(spec) if isinstance(spec, str) else spec
+        f = fields[spec.field]
+        flag = spec.flag or "--" + f.name.replace("_", "-")
+        has_default = f.default is not dataclasses.MISSING
+        default = f.default if has_default else None
+        text = _help(spec.help or f.metadata.get("help"), default)
+        kind = _value_type(hints[f.name])
+        if kind is bool:
+            if default is True and not flag.startswith("--no-"):
+                raise ValueError(f"{config_cls.__name__}.{f.name} defaults to True: its "
+                                 "flag turns it off and is named --no-...")
+            action = "store_false" if default else "store_true"
+            parser.add_argument(flag, dest=f.name, action=action, default=default, help=text)
+            continue
+        choices = f.metadata.get("choices")
+        metavar = None if choices else flag.lstrip("-").replace("-", "_").upper()
+        parser.add_argument(
+            flag, dest=f.name, type=spec.type or (None if kind is str else kind),
+            choices=choices, default=default, required=not has_default, metavar=metavar,
+            help=text,
+        )
+
+
+def config_from(args: argparse.Namespace, config_cls: type, **extra):
+    """`config_cls` built from the parsed options named after its fields (plus `extra`)."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    return config_cls(**values, **extra)
+
+
+# The options of each command, in --help order: field names, or Flags where they differ.
+PREPARE_OPTIONS = ("mode", "size", "face_margin")
+MODEL_OPTIONS = ("model", Flag("model_config_dir", "--model-config"))  # TrainConfig fields
+TRAIN_OPTIONS = (
+    *MODEL_OPTIONS, "instance_dir", "instance_prompt", Flag("output_dir", "--output"),
+    "class_dir", "class_prompt", Flag("num_class_images", type=_positive_int),
+    "prior_loss_weight", Flag("steps", type=_positive_int), Flag("learning_rate", "--lr"),
+    "text_encoder_lr",
+    Flag("train_text_encoder", "--no-text-encoder", help="Train the UNet LoRA only."),
+    Flag("rank", type=_positive_int), Flag("resolution", type=_positive_int), "seed",
+    Flag("batch_size", type=_positive_int), "mixed_precision", "gradient_checkpointing",
+    "use_8bit_adam",
+    Flag("channels_last", "--no-channels-last",
+         help="Keep the UNet in the default memory format."),
+    "flip", "lr_scheduler", "lr_warmup_steps", "checkpoint_every",
+    Flag("keep_checkpoints", type=_positive_int), "resume", "validation_prompt",
+    "validation_every",
+    Flag("export_kohya", "--no-kohya",
+         help="Do not also write the A1111/ComfyUI (kohya) file."),
+    Flag("subject_name", "--name"), "device",
+)
+GENERATE_OPTIONS = (
+    "negative_prompt", "unet_scale", "text_encoder_scale", "guidance",
+    Flag("steps", type=_positive_int), "seed", Flag("num_images", type=_positive_int),
+    "height", "width", "sampler",
+)
+EVALUATE_OPTIONS = (
+    "identifier", "class_noun", "kind", Flag("images_per_prompt", type=_positive_int),
+    Flag("num_prompts", type=_positive_int), Flag("steps", type=_positive_int), "guidance",
+    "seed", "unet_scale", "text_encoder_scale", "height", "width", "dino_model", "clip_model",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m dreamstudio", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("prepare", help="Crop photos of a subject into training images.")
     p.add_argument("input_dir", type=Path, help="Folder of photos (JPEG, PNG, WebP).")
-    p.add_argument("output_dir", type=Path, help="Folder for the crops and manifest.json.")
-    p.add_argument("--mode", choices=("face", "object"), default="face",
-                   help="face: centre on the most prominent face; object: centre crop.")
-    p.add_argument("--size", type=int, default=512, help="Side of the square crops (px).")
-    p.add_argument("--face-margin", type=float, default=2.2,
-                   help="Crop side as a multiple of the face box (head and shoulders).")
+    p.add_argument("output_dir", type=Path, help=f"Folder for the crops and {MANIFEST_NAME}.")
+    add_field_options(p, PrepareConfig, PREPARE_OPTIONS)
 
     t = sub.add_parser("train", help="Train a DreamBooth LoRA of one subject.")
-    t.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, diffusers folder or file.")
-    t.add_argument("--model-config", default=None,
-                   help="Diffusers config folder for a single-file checkpoint (offline use).")
-    t.add_argument("--instance-dir", type=Path, required=True, help="The subject's photos.")
-    t.add_argument("--instance-prompt", required=True, help="e.g. 'a photo of sks dog'.")
-    t.add_argument("--output", type=Path, required=True, help="Folder for the LoRA.")
-    t.add_argument("--class-dir", type=Path, help="Class images (missing ones generated).")
-    t.add_argument("--class-prompt", help="e.g. 'a photo of dog'; enables prior preservation.")
-    t.add_argument("--num-class-images", type=_positive_int, default=100)
-    t.add_argument("--prior-loss-weight", type=float, default=1.0)
-    t.add_argument("--steps", type=_positive_int, default=300)
-    t.add_argument("--lr", type=float, default=5e-4, help="UNet LoRA learning rate.")
-    t.add_argument("--text-encoder-lr", type=float, default=1e-4)
-    t.add_argument("--no-text-encoder", action="store_true",
-                   help="Train the UNet LoRA only.")
-    t.add_argument("--rank", type=_positive_int, default=4)
-    t.add_argument("--resolution", type=_positive_int, default=512)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--batch-size", type=_positive_int, default=1)
-    t.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto",
-                   help="auto: bf16 where the hardware has it, fp16 on older GPUs.")
-    t.add_argument("--gradient-checkpointing", action="store_true",
-                   help="Less memory, about 30%% slower.")
-    t.add_argument("--use-8bit-adam", action="store_true",
-                   help="8-bit AdamW (needs bitsandbytes, CUDA).")
-    t.add_argument("--no-channels-last", action="store_true",
-                   help="Keep the UNet in the default memory format.")
-    t.add_argument("--flip", action="store_true", help="Random horizontal flips.")
-    t.add_argument("--lr-scheduler", default="constant",
-                   choices=("constant", "constant_with_warmup", "linear", "cosine"))
-    t.add_argument("--lr-warmup-steps", type=int, default=0)
-    t.add_argument("--checkpoint-every", type=int, default=100,
-                   help="Resumable checkpoint every N steps (0 = off).")
-    t.add_argument("--keep-checkpoints", type=_positive_int, default=2)
-    t.add_argument("--resume", action="store_true",
-                   help="Continue from the latest checkpoint in --output.")
-    t.add_argument("--validation-prompt", default=None,
-                   help="Prompt of validation images (default: the instance prompt).")
-    t.add_argument("--validation-every", type=int, default=100,
-                   help="Validation image every N steps (0 = off).")
-    t.add_argument("--no-kohya", action="store_true",
-                   help="Do not also write the A1111/ComfyUI (kohya) file.")
-    t.add_argument("--name", default=None,
-                   help="Subject name for the kohya file (default: the output folder name).")
-    t.add_argument("--device", default=None, help="cpu, cuda or mps (default: best found).")
+    add_field_options(t, TrainConfig, TRAIN_OPTIONS)
 
     g = sub.add_parser("generate", help="Generate images with a trained LoRA.")
-    g.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, diffusers folder or file.")
-    g.add_argument("--model-config", default=None)
-    g.add_argument("--lora", type=Path, default=None, help="Folder of a trained LoRA.")
-    g.add_argument("--prompt", required=True)
+    add_field_options(g, TrainConfig, MODEL_OPTIONS)
+    add_field_options(g, GenerateConfig, [Flag("lora_dir", "--lora"), "prompt"])
     g.add_argument("--output", type=Path, required=True, help="Folder for the PNGs.")
-    g.add_argument("--negative-prompt", default="")
-    g.add_argument("--unet-scale", type=float, default=1.0)
-    g.add_argument("--text-encoder-scale", type=float, default=1.0)
-    g.add_argument("--guidance", type=float, default=7.5)
-    g.add_argument("--steps", type=_positive_int, default=30)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--num-images", type=_positive_int, default=1)
-    g.add_argument("--height", type=int, default=None)
-    g.add_argument("--width", type=int, default=None)
-    g.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLER_NAMES,
-                   help="Sampler by its A1111 name; Default: the model's own.")
+    add_field_options(g, GenerateConfig, GENERATE_OPTIONS)
     g.add_argument("--grid-x", choices=tuple(AXES), default=None,
                    help="Make one labelled X/Y grid image varying this setting by column.")
     g.add_argument("--grid-x-values", default=None,
@@ -114,22 +163,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grid-y", choices=tuple(AXES), default=None,
                    help="The setting varied by row (optional).")
     g.add_argument("--grid-y-values", default=None, help="Values of --grid-y, same syntax.")
-    g.add_argument("--device", default=None)
+    add_field_options(g, TrainConfig, ["device"])
 
-    evaluate.add_parser(sub)
+    e = sub.add_parser(
+        "evaluate",
+        help="Score a LoRA with the DreamBooth paper's DINO, CLIP-I and CLIP-T metrics.",
+    )
+    e.add_argument("--model", default=None,
+                   help="Base model (Hub id, diffusers folder or file); default: the one the "
+                        "LoRA was trained on.")
+    add_field_options(e, TrainConfig, MODEL_OPTIONS[1:])
+    add_field_options(e, EvalConfig, [Flag("lora_dir", "--lora"),
+                                      Flag("real_images_dir", "--real-dir")])
+    e.add_argument("--output", type=Path, required=True,
+                   help=f"Folder for the images, {JSON_NAME} and {CSV_NAME}.")
+    add_field_options(e, EvalConfig, EVALUATE_OPTIONS)
+    add_field_options(e, TrainConfig, ["device"])
 
     m = sub.add_parser("tiny-model", help="Write a tiny random SD model (for tests/demos).")
     m.add_argument("output_dir", type=Path)
     return parser
 
 
-def _prepare(args) -> int:
-    from .config import PrepareConfig
+def prepare_command(args) -> int:
     from .data.prepare import list_image_files, prepare_photos
 
     if not args.input_dir.is_dir():
         raise DreamStudioError(f"Input folder {args.input_dir} does not exist.")
-    config = PrepareConfig(mode=args.mode, size=args.size, face_margin=args.face_margin)
+    config = config_from(args, PrepareConfig)
     sources = list_image_files(args.input_dir)
     if not sources:
         raise DreamStudioError(f"Input folder {args.input_dir} has no files.")
@@ -141,31 +202,16 @@ def _prepare(args) -> int:
     for warning in report.warnings:
         print(f"warning: {warning}")
     print(f"{len(report.kept)} kept, {len(report.rejected)} rejected; "
-          f"manifest: {args.output_dir / 'manifest.json'}")
+          f"manifest: {args.output_dir / MANIFEST_NAME}")
     return 0 if report.kept else 1
 
 
-def _train(args) -> int:
+def train_command(args) -> int:
     import torch
 
     from .train.trainer import TrainProgress, train
 
-    config = TrainConfig(
-        model=args.model, model_config_dir=args.model_config, instance_dir=args.instance_dir,
-        instance_prompt=args.instance_prompt, output_dir=args.output, class_dir=args.class_dir,
-        class_prompt=args.class_prompt, num_class_images=args.num_class_images,
-        prior_loss_weight=args.prior_loss_weight, steps=args.steps, learning_rate=args.lr,
-        text_encoder_lr=args.text_encoder_lr, train_text_encoder=not args.no_text_encoder,
-        rank=args.rank, resolution=args.resolution, seed=args.seed,
-        batch_size=args.batch_size, mixed_precision=args.mixed_precision, device=args.device,
-        gradient_checkpointing=args.gradient_checkpointing, use_8bit_adam=args.use_8bit_adam,
-        channels_last=not args.no_channels_last, flip=args.flip,
-        lr_scheduler=args.lr_scheduler, lr_warmup_steps=args.lr_warmup_steps,
-        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-        resume=args.resume, validation_prompt=args.validation_prompt,
-        validation_every=args.validation_every, export_kohya=not args.no_kohya,
-        subject_name=args.name,
-    )
+    config = config_from(args, TrainConfig)
     every = max(1, config.steps // 20)
 
     def report(p: TrainProgress):
@@ -192,16 +238,12 @@ def _train(args) -> int:
     return 0 if result.status == "completed" else 1
 
 
-def _generate(args) -> int:
+def generate_command(args) -> int:
     from .generate.generator import Generator
 
-    config = GenerateConfig(
-        prompt=args.prompt, lora_dir=args.lora, negative_prompt=args.negative_prompt,
-        unet_scale=args.unet_scale, text_encoder_scale=args.text_encoder_scale,
-        guidance=args.guidance, steps=args.steps, seed=args.seed, num_images=args.num_images,
-        height=args.height, width=args.width, sampler=args.sampler,
-    )
-    generator = Generator(args.model, device=args.device, model_config_dir=args.model_config)
+    config = config_from(args, GenerateConfig)
+    generator = Generator(args.model, device=args.device,
+                          model_config_dir=args.model_config_dir)
     if args.grid_x or args.grid_y:
         from .generate.grid import GridAxis, GridConfig, run_grid
 
@@ -216,15 +258,53 @@ def _generate(args) -> int:
     return 0
 
 
-def _tiny_model(args) -> int:
+def evaluate_command(args) -> int:
+    """Generate, score, print the table; 0 on success."""
+    from .core.models import DEFAULT_MODEL
+    from .evaluate.evaluate import EvalProgress, evaluate, format_table
+    from .generate.generator import Generator
+    from .lora.files import read_lora_info
+
+    config = config_from(args, EvalConfig)
+    model, model_config = args.model, args.model_config_dir
+    if model is None:
+        trained = read_lora_info(config.lora_dir).get("config") or {}
+        model = trained.get("model") or DEFAULT_MODEL
+        model_config = model_config or trained.get("model_config_dir")
+    print(f"Evaluating {config.lora_dir} on {model}: identifier '{config.identifier}', "
+          f"class '{config.class_noun}', {config.kind} prompts", flush=True)
+    generator = Generator(model, device=args.device, model_config_dir=model_config)
+
+    shown = []
+
+    def show(p: EvalProgress) -> None:
+        # One line per prompt, not per sampler step.
+        if not shown or shown[-1] != (p.phase, p.message):
+            shown.append((p.phase, p.message))
+            print(f"[{p.phase}] {p.message}", flush=True)
+
+    cancel = threading.Event()
+    try:
+        report = evaluate(config, generator, args.output, progress=show, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        print("cancelled", file=sys.stderr)
+        return 130
+    for path, reason in report.skipped_real_images:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(format_table(report))
+    return 0
+
+
+def tiny_model_command(args) -> int:
     from .core.tiny_model import save_tiny_model
 
     print(save_tiny_model(args.output_dir))
     return 0
 
 
-COMMANDS = {"prepare": _prepare, "train": _train, "generate": _generate,
-            "evaluate": evaluate.run, "tiny-model": _tiny_model}
+COMMANDS = {"prepare": prepare_command, "train": train_command, "generate": generate_command,
+            "evaluate": evaluate_command, "tiny-model": tiny_model_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,7 +80,8 @@ class TrainConfig:
     mixed_precision: str = field(
         default="auto",
         metadata={"help": "'auto' (bf16 where the hardware has it, fp16 on older GPUs), "
-                          "'no', 'fp16' or 'bf16'. LoRA weights stay fp32 in every case."},
+                          "'no', 'fp16' or 'bf16'. LoRA weights stay fp32 in every case.",
+                  "choices": MIXED_PRECISION_CHOICES},
     )
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations: less memory, ~30% slower."}
@@ -95,7 +96,8 @@ class TrainConfig:
         default=False, metadata={"help": "Random horizontal flips (for symmetric subjects)."}
     )
     lr_scheduler: str = field(
-        default="constant", metadata={"help": f"Learning-rate schedule: {LR_SCHEDULERS}."}
+        default="constant",
+        metadata={"help": f"Learning-rate schedule: {LR_SCHEDULERS}.", "choices": LR_SCHEDULERS},
     )
     lr_warmup_steps: int = field(default=0, metadata={"help": "Warm-up steps of the schedule."})
     checkpoint_every: int = field(
@@ -202,7 +204,8 @@ class GenerateConfig:
     width: int | None = field(default=None, metadata={"help": "Width; model default if None."})
     sampler: str = field(
         default=DEFAULT_SAMPLER,
-        metadata={"help": f"Sampler: {', '.join(SAMPLER_NAMES)} (Default: the model's own)."},
+        metadata={"help": f"Sampler: {', '.join(SAMPLER_NAMES)} (Default: the model's own).",
+                  "choices": SAMPLER_NAMES},
     )
 
     def __post_init__(self):
@@ -232,7 +235,8 @@ class PrepareConfig:
 
     mode: str = field(
         default="face",
-        metadata={"help": "face: centre on the most prominent face; object: centre crop."},
+        metadata={"help": "face: centre on the most prominent face; object: centre crop.",
+                  "choices": CROP_MODES},
     )
     size: int = field(default=512, metadata={"help": "Side of the square crops (px)."})
     face_margin: float = field(

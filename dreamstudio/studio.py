@@ -22,6 +22,7 @@ from .data.uploads import Upload, add_photos
 from .errors import InputError
 from .evaluate.evaluate import EvalConfig, EvalProgress, EvalReport
 from .evaluate.evaluate import evaluate as run_evaluation
+from .evaluate.scorers import ScorerCache
 from .generate.generator import GeneratedImage, Generator, timestamp
 from .generate.grid import GridConfig, GridProgress, GridResult, run_grid
 from .generate.history import HistoryItem, list_history
@@ -52,7 +53,7 @@ class Studio:
         self._generator_lock = threading.Lock()
         self._subject_lock = SubjectLocks()
         self._stop_flags = StopFlags()
-        self._scorers: dict[tuple[str, str], object] = {}  # fidelity models, cached
+        self._scorers = ScorerCache()  # fidelity models, loaded once
         self._advisor: IdentifierAdvisor | None = None
         self._advisor_lock = threading.Lock()
 
@@ -317,14 +318,8 @@ class Studio:
         return EvalConfig(lora_dir=entry.path, real_images_dir=photos, **settings)
 
     def scorers(self, dino_model: str, clip_model: str):
-        """The DINO and CLIP scorers, loaded once per model id and kept for later runs."""
-        from .evaluate.scorers import ClipScorer, DinoScorer
-
-        device = self.generator.device
-        for key, cls in ((("dino", dino_model), DinoScorer), (("clip", clip_model), ClipScorer)):
-            if key not in self._scorers:
-                self._scorers[key] = cls(key[1], device=device)
-        return self._scorers[("dino", dino_model)], self._scorers[("clip", clip_model)]
+        """The DINO and CLIP scorers, loaded once per model id and kept for later evaluations."""
+        return self._scorers.get(dino_model, clip_model, self.generator.device)
 
     def evaluate(self, config: EvalConfig, progress: Callable[[EvalProgress], None] | None = None,
                  cancel: threading.Event | None = None) -> tuple[EvalReport, Path]:

@@ -6,6 +6,7 @@ through the same loading code, so they exercise the real path.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import torch
@@ -129,3 +130,30 @@ class ClipScorer:
             tokens = {k: v.to(self.device) for k, v in tokens.items()}
             rows.append(_features(self.model.get_text_features(**tokens)).float().cpu())
         return torch.cat(rows)
+
+
+class ScorerCache:
+    """DINO and CLIP scorers loaded once per model and device, kept for later evaluations.
+
+    Loading a scorer takes seconds and hundreds of MB; the app scores LoRA after LoRA with
+    the same two models, so it holds one cache for its lifetime.
+    """
+
+    def __init__(self):
+        self._loaded: dict[tuple[str, str, str], DinoScorer | ClipScorer] = {}
+        self._lock = threading.Lock()
+
+    def get(self, dino_model: str, clip_model: str, device=None) -> tuple[DinoScorer, ClipScorer]:
+        device = pick_device(device)
+        with self._lock:
+            return (self._load(DinoScorer, "dino", dino_model, device),
+                    self._load(ClipScorer, "clip", clip_model, device))
+
+    def _load(self, cls, kind: str, model: str, device):
+        key = (kind, model, str(device))
+        if key not in self._loaded:
+            self._loaded[key] = cls(model, device=device)
+        return self._loaded[key]
+
+    def __len__(self) -> int:
+        return len(self._loaded)

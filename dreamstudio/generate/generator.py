@@ -120,15 +120,15 @@ class Generator:
                 pipe.set_adapters(ADAPTER_NAME, adapter_weights=weights)
                 self._weights = weights
 
-    def _prepare(self, config: GenerateConfig) -> None:
+    def _activate(self, config: GenerateConfig) -> None:
         self._activate_lora(config.lora_dir, config.unet_scale, config.text_encoder_scale)
         self._activate_sampler(config.sampler)
 
-    def prepare(self, config: GenerateConfig) -> None:
+    def load_for(self, config: GenerateConfig) -> None:
         """Load what `config` needs and set its LoRA scales and sampler, without drawing:
         all the work a generation does besides the pipeline call (the benchmark times it)."""
         with self._lock:
-            self._prepare(config)
+            self._activate(config)
 
     def generate(
         self,
@@ -143,7 +143,7 @@ class Generator:
         (path None) but never saved.
         """
         with self._lock:
-            self._prepare(config)
+            self._activate(config)
             pipe = self.pipeline
             total = config.steps
 

@@ -6,13 +6,18 @@ elsewhere (with DreamStudio metadata) show up too, and deleting a file removes i
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import GenerateConfig
 from .png_metadata import read_parameters
 from .samplers import choice_for
 
 MAX_ITEMS = 48
+# A PNG written before a setting existed stores none for it: it was made with the default.
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerateConfig)
+             if f.default is not dataclasses.MISSING}
 
 
 @dataclass
@@ -34,7 +39,9 @@ class HistoryItem:
             bits.append("grid: " + " × ".join(axes))
         bits.append(f"seed {p.get('seed')}")
         if p.get("lora_dir") and not self.is_grid:
-            bits.append(f"LoRA {p.get('unet_scale', 1):g}/{p.get('text_encoder_scale', 1):g}")
+            unet = p.get("unet_scale", _DEFAULTS["unet_scale"])
+            te = p.get("text_encoder_scale", _DEFAULTS["text_encoder_scale"])
+            bits.append(f"LoRA {unet:g}/{te:g}")
         bits.append(f"cfg {p.get('guidance', '?')}")
         return " · ".join(str(b) for b in bits)
 
@@ -71,14 +78,17 @@ def settings_from(params: dict) -> dict:
 
     Older PNGs stored the scheduler's class name as 'sampler': those map to "Default".
     """
+    def stored(name, kind):
+        return kind(params.get(name, _DEFAULTS[name]))
+
     settings = {
         "prompt": params.get("prompt", ""),
-        "negative_prompt": params.get("negative_prompt") or "",
-        "unet_scale": float(params.get("unet_scale", 1.0)),
-        "text_encoder_scale": float(params.get("text_encoder_scale", 1.0)),
-        "guidance": float(params.get("guidance", 7.5)),
-        "steps": int(params.get("steps", 30)),
-        "seed": int(params.get("seed", 0)),
+        "negative_prompt": params.get("negative_prompt") or _DEFAULTS["negative_prompt"],
+        "unet_scale": stored("unet_scale", float),
+        "text_encoder_scale": stored("text_encoder_scale", float),
+        "guidance": stored("guidance", float),
+        "steps": stored("steps", int),
+        "seed": stored("seed", int),
         "height": int(params.get("height") or 0),
         "width": int(params.get("width") or 0),
         "sampler": choice_for(params.get("sampler")),

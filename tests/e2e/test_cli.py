@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
+from dreamstudio.cli import build_parser, config_from, main
+from dreamstudio.config import GenerateConfig, PrepareConfig, TrainConfig
+from dreamstudio.evaluate.config import EvalConfig
 from dreamstudio.generate.png_metadata import read_parameters
 from dreamstudio.lora.files import WEIGHTS_NAME
 
@@ -92,3 +98,118 @@ def test_empty_instance_folder(tiny_model, tmp_path):
                                str(tmp_path), "--instance-prompt", "a photo of sks dog",
                                "--output", str(tmp_path / "o"), check=False))
     assert "No usable instance images" in line
+
+
+# --- options built from the config dataclasses --------------------------------------------
+
+# The flags users type (README "Command line"); renaming one breaks their scripts.
+FLAGS = {
+    "prepare": "input_dir output_dir --mode --size --face-margin",
+    "train": "--model --model-config --instance-dir --instance-prompt --output --class-dir "
+             "--class-prompt --num-class-images --prior-loss-weight --steps --lr "
+             "--text-encoder-lr --no-text-encoder --rank --resolution --seed --batch-size "
+             "--mixed-precision --gradient-checkpointing --use-8bit-adam --no-channels-last "
+             "--flip --lr-scheduler --lr-warmup-steps --checkpoint-every --keep-checkpoints "
+             "--resume --validation-prompt --validation-every --no-kohya --name --device",
+    "generate": "--model --model-config --lora --prompt --output --negative-prompt "
+                "--unet-scale --text-encoder-scale --guidance --steps --seed --num-images "
+                "--height --width --sampler --grid-x --grid-x-values --grid-y --grid-y-values "
+                "--device",
+    "evaluate": "--model --model-config --lora --real-dir --output --identifier --class-noun "
+                "--kind --images-per-prompt --num-prompts --steps --guidance --seed "
+                "--unet-scale --text-encoder-scale --height --width --dino-model --clip-model "
+                "--device",
+    "tiny-model": "output_dir",
+}
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
+
+
+def _all(cls) -> tuple[type, set[str]]:
+    return cls, {f.name for f in dataclasses.fields(cls)}
+
+
+def _configs() -> dict[str, list[tuple[type, set[str]]]]:
+    """Each command's config fields by option dest; the base model options are TrainConfig's.
+    (evaluate's --model is its own: it defaults to the LoRA's base model.)"""
+    base = {"model", "model_config_dir", "device"}
+    return {"prepare": [_all(PrepareConfig)], "train": [_all(TrainConfig)],
+            "generate": [_all(GenerateConfig), (TrainConfig, base)],
+            "evaluate": [_all(EvalConfig), (TrainConfig, base - {"model"})]}
+
+
+def test_every_flag_keeps_its_name():
+    commands = _commands()
+    assert set(commands) == set(FLAGS)
+    for name, parser in commands.items():
+        flags = [a.option_strings[0] if a.option_strings else a.dest for a in _options(parser)]
+        assert flags == FLAGS[name].split(), name
+
+
+def test_cli_defaults_and_help_are_the_dataclass_fields():
+    commands = _commands()
+    for name, classes in _configs().items():
+        checked = 0
+        for action in _options(commands[name]):
+            owner = next((c for c, names in classes if action.dest in names), None)
+            if owner is None:
+                continue  # a command-only option (--output, --grid-x, ...)
+            f = next(f for f in dataclasses.fields(owner) if f.name == action.dest)
+            flag = action.option_strings[0]
+            if f.default is dataclasses.MISSING:
+                assert action.required, flag
+            else:
+                assert not action.required and action.default == f.default, (name, flag)
+                assert type(action.default) is type(f.default), (name, flag)
+            if "choices" in f.metadata:
+                assert tuple(action.choices) == tuple(f.metadata["choices"]), flag
+            if "help" in f.metadata and not flag.startswith("--no-"):
+                assert action.help.replace("%%", "%").startswith(f.metadata["help"]), flag
+            checked += 1
+        assert checked >= 3, name
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+def test_no_options_give_the_dataclass_defaults(tmp_path):
+    args = _parse("train", "--instance-dir", str(tmp_path), "--instance-prompt", "a sks dog",
+                  "--output", str(tmp_path / "o"))
+    assert config_from(args, TrainConfig) == TrainConfig(
+        instance_dir=tmp_path, instance_prompt="a sks dog", output_dir=tmp_path / "o")
+    args = _parse("generate", "--prompt", "a dog", "--output", str(tmp_path))
+    assert config_from(args, GenerateConfig) == GenerateConfig(prompt="a dog")
+    assert (args.model, args.model_config_dir, args.device) == (
+        TrainConfig.model, None, None)
+    assert config_from(_parse("prepare", "in", "out"), PrepareConfig) == PrepareConfig()
+
+
+def test_renamed_and_negated_flags_set_their_fields(tmp_path):
+    args = _parse("train", "--instance-dir", str(tmp_path), "--instance-prompt", "a sks dog",
+                  "--output", str(tmp_path / "o"), "--lr", "0.01", "--no-text-encoder",
+                  "--no-kohya", "--no-channels-last", "--name", "Rex", "--model-config",
+                  "cfg", "--flip", "--steps", "7")
+    config = config_from(args, TrainConfig)
+    assert (config.learning_rate, config.train_text_encoder, config.export_kohya,
+            config.channels_last, config.subject_name, config.model_config_dir, config.flip,
+            config.steps) == (0.01, False, False, False, "Rex", "cfg", True, 7)
+    assert config.output_dir == tmp_path / "o"
+
+
+def test_bad_option_values_are_one_line_with_exit_code_2(capsys):
+    for argv in (["train", "--steps", "0"], ["generate", "--sampler", "Turbo"],
+                 ["prepare", "in", "out", "--mode", "car"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "error:" in err, err

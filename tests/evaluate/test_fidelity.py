@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import ast
 import csv
 import json
@@ -15,9 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
+from dreamstudio.cli import main
 from dreamstudio.config import TrainConfig
+from dreamstudio.data.images import open_rgb
 from dreamstudio.errors import InputError
-from dreamstudio.evaluate.evaluate import EvalConfig, add_parser, evaluate, format_table, run
+from dreamstudio.evaluate.config import EvalConfig
+from dreamstudio.evaluate.evaluate import evaluate
 from dreamstudio.evaluate.metrics import (
     PAPER_REFERENCE,
     prompt_fidelity,
@@ -33,8 +35,10 @@ from dreamstudio.evaluate.prompts import (
     prompts_without_identifier,
     split_instance_prompt,
 )
-from dreamstudio.evaluate.scorers import ClipScorer, DinoScorer
+from dreamstudio.evaluate.report import format_table
+from dreamstudio.evaluate.scorers import ClipScorer, DinoScorer, ScorerCache
 from dreamstudio.generate.generator import Generator
+from dreamstudio.train.latents import image_files
 from dreamstudio.train.trainer import train
 from tests.support.tiny_scorers import build_tiny_scorers
 
@@ -145,6 +149,23 @@ def test_identical_images_score_one_and_different_images_less(tiny_scorers, dog_
     assert prompt_fidelity(texts[:1], texts[2:]) < 0.999
 
 
+def test_scorer_cache_loads_each_model_once_per_device(scorer_dirs, tmp_path):
+    dino_dir, clip_dir = (str(d) for d in scorer_dirs)
+    cache = ScorerCache()
+    dino, clip = cache.get(dino_dir, clip_dir, "cpu")
+    assert isinstance(dino, DinoScorer) and isinstance(clip, ClipScorer)
+    assert (dino.name, clip.name) == (dino_dir, clip_dir)
+    again = cache.get(dino_dir, clip_dir, torch.device("cpu"))
+    assert again[0] is dino and again[1] is clip and len(cache) == 2
+    # Another DINO loads that one only; a model that fails to load leaves nothing behind.
+    other_dino = str(build_tiny_scorers(tmp_path, seed=1)[0])
+    swapped = cache.get(other_dino, clip_dir, "cpu")
+    assert swapped[0] is not dino and swapped[0].name == other_dino and swapped[1] is clip
+    with pytest.raises(InputError, match="Hub cannot be reached"):
+        cache.get("facebook/no-such-dino", clip_dir, "cpu")
+    assert len(cache) == 3
+
+
 def test_unloadable_scorer_names_the_model(tmp_path):
     with pytest.raises(InputError, match="Hub cannot be reached"):
         DinoScorer("facebook/no-such-dino", device="cpu")
@@ -200,11 +221,22 @@ def test_evaluate_end_to_end(tiny_model, lora_dir, small_dog_dir, scorer_dirs,
 
     assert report.status == "completed" and len(report.rows) == 2
     assert [e.phase for e in events][-1] == "done" and events[-1].done == events[-1].total == 4
+    # Each score is the paper's metric of the saved image: recomputed here from the PNG
+    # (lossless), the real photos and the prompt without the identifier.
+    dino, clip = scorers
+    real = [open_rgb(p) for p in image_files(small_dog_dir)]
+    real_dino, real_clip = dino.embed_images(real), clip.embed_images(real)
     for row in report.rows:
         assert "sks" not in row.clip_t_prompt.split()
         assert len(row.images) == 1 and (out / row.images[0]).is_file()
-        for m in ("dino", "clip_i", "clip_t"):
-            assert -1.0 <= getattr(row, m) <= 1.0
+        with Image.open(out / row.images[0]) as im:
+            image = im.convert("RGB")
+        gen_clip = clip.embed_images([image])
+        expected = {"dino": subject_fidelity(dino.embed_images([image]), real_dino),
+                    "clip_i": subject_fidelity(gen_clip, real_clip),
+                    "clip_t": prompt_fidelity(gen_clip, clip.embed_texts([row.clip_t_prompt]))}
+        for m, value in expected.items():
+            assert getattr(row, m) == pytest.approx(value, abs=1e-4), m
 
     data = json.loads((out / "fidelity.json").read_text())
     assert [r["clip_t_prompt"] for r in data["rows"]] == ["a dog in the jungle",
@@ -245,15 +277,12 @@ def test_evaluate_end_to_end(tiny_model, lora_dir, small_dog_dir, scorer_dirs,
 
 def test_cli_subcommand(tiny_model, lora_dir, small_dog_dir, scorer_dirs, tmp_path, capsys):
     dino_dir, clip_dir = scorer_dirs
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args([
+    assert main([
         "evaluate", "--lora", str(lora_dir), "--real-dir", str(small_dog_dir),
         "--output", str(tmp_path / "out"), "--num-prompts", "1", "--images-per-prompt", "1",
         "--steps", "1", "--height", "64", "--width", "64", "--dino-model", str(dino_dir),
         "--clip-model", str(clip_dir), "--device", "cpu",
-    ])
-    assert run(args) == 0  # --model defaults to the LoRA's base model (the tiny one)
+    ]) == 0  # --model defaults to the LoRA's base model (the tiny one)
     out = capsys.readouterr().out
     assert "a sks dog in the jungle" in out and "Mean of 1 prompts" in out
     assert (tmp_path / "out" / "fidelity.csv").is_file()

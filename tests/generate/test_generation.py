@@ -59,6 +59,17 @@ def test_moving_sliders_reloads_nothing(generator, lora_dir):
     assert (generator.model_loads, generator.lora_loads) == loads == (1, 1)
 
 
+def test_load_for_sets_up_a_config_without_drawing(tiny_model, lora_dir):
+    fresh = Generator(str(tiny_model), device="cpu")
+    config = GenerateConfig(prompt=PROMPT, lora_dir=lora_dir, unet_scale=0.4,
+                            text_encoder_scale=0.6, sampler="DDIM")
+    fresh.load_for(config)
+    assert (fresh.model_loads, fresh.lora_loads) == (1, 1)
+    assert fresh.sampler_name == "DDIM"
+    fresh.load_for(config)  # nothing changed: nothing reloads
+    assert (fresh.model_loads, fresh.lora_loads) == (1, 1)
+
+
 def test_same_seed_same_image_and_seeds_advance_per_image(generator, lora_dir):
     config = GenerateConfig(prompt=PROMPT, steps=3, seed=3, num_images=2, height=64, width=64,
                             lora_dir=lora_dir)

@@ -6,6 +6,7 @@ import os
 
 from PIL import Image
 
+from dreamstudio.config import GenerateConfig
 from dreamstudio.generate.history import list_history, settings_from
 from dreamstudio.generate.png_metadata import save_png_with_parameters
 
@@ -53,6 +54,15 @@ def test_settings_go_back_to_the_controls_and_old_sampler_names_fall_back(tmp_pa
     assert base["lora_dir"] is None and base["seed"] == 4 and base["height"] == 0
     grid = {"x": {"axis": "seed", "label": "Seed", "values": [1, 2]}, "y": None}
     assert settings_from({**PARAMS, "grid": grid})["grid"] == grid
+
+
+def test_settings_a_png_lacks_are_the_generate_defaults():
+    settings = settings_from({"prompt": "a dog"})
+    defaults = GenerateConfig(prompt="a dog")
+    for name in ("negative_prompt", "unet_scale", "text_encoder_scale", "guidance", "steps",
+                 "seed", "sampler"):
+        assert settings[name] == getattr(defaults, name), name
+        assert type(settings[name]) is type(getattr(defaults, name)), name
 
 
 def test_one_click_on_a_history_image_fills_the_controls(tmp_path):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +13,8 @@ from safetensors import safe_open
 from dreamstudio.config import TrainConfig
 from dreamstudio.core.models import load_pipeline
 from dreamstudio.lora.adapters import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, peft_weights
-from dreamstudio.lora.kohya import kohya_module_name, subject_file_name, to_kohya
+from dreamstudio.lora.files import read_lora_info
+from dreamstudio.lora.kohya import kohya_metadata, kohya_module_name, subject_file_name, to_kohya
 from dreamstudio.train.trainer import train
 
 
@@ -62,8 +66,21 @@ def test_file_is_named_after_the_subject_with_metadata(run):
     assert meta["dreamstudio_identifier"] == "sks"
     assert meta["ss_resolution"] == "(64, 64)"
     assert meta["ss_unet_lr"] == "0.005" and meta["ss_text_encoder_lr"] == "0.005"
-    assert meta["dreamstudio_date"]
+    finished = read_lora_info(run.lora_path.parent)["finished_at"]
+    assert meta["dreamstudio_date"] == meta["ss_training_finished_at"] == finished
     assert any(k.startswith("lora_te_") for k in keys)
+
+
+def test_date_is_when_training_finished_else_now():
+    info = {"config": {"rank": 4}, "finished_at": "2021-03-04T05:06:07+0100"}
+    meta = kohya_metadata(info)
+    assert meta["dreamstudio_date"] == meta["ss_training_finished_at"] == info["finished_at"]
+    # Info from before the date was recorded: the export's own time, as a valid timestamp.
+    before = time.time()
+    fallback = kohya_metadata({"config": {"rank": 4}})
+    assert "ss_training_finished_at" not in fallback
+    stamp = datetime.strptime(fallback["dreamstudio_date"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    assert before - 2 <= stamp <= time.time() + 1
 
 
 def test_kohya_file_generates_the_same_image_as_the_diffusers_file(run, tiny_model):
