@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..data.images import ImageRejected, open_rgb
+from ..data.manifest import image_files
 from ..errors import InputError
-from ..train.latents import image_files
 from .config import EvalConfig
 from .metrics import prompt_fidelity, self_similarity, subject_fidelity
 from .report import CSV_NAME, JSON_NAME, METRICS, EvalReport, PromptRow, format_table

@@ -17,6 +17,7 @@ from PIL import Image
 from dreamstudio.cli import main
 from dreamstudio.config import TrainConfig
 from dreamstudio.data.images import open_rgb
+from dreamstudio.data.manifest import image_files
 from dreamstudio.errors import InputError
 from dreamstudio.evaluate.config import EvalConfig
 from dreamstudio.evaluate.evaluate import evaluate
@@ -38,7 +39,6 @@ from dreamstudio.evaluate.prompts import (
 from dreamstudio.evaluate.report import format_table
 from dreamstudio.evaluate.scorers import ClipScorer, DinoScorer, ScorerCache
 from dreamstudio.generate.generator import Generator
-from dreamstudio.train.latents import image_files
 from dreamstudio.train.trainer import train
 from tests.support.tiny_scorers import build_tiny_scorers
 
