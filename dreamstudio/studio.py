@@ -428,3 +428,52 @@ class Studio:
         report = run_evaluation(config, self.generator, output, progress, cancel,
                                 dino=dino, clip=clip)
         return report, output
+
+    # ---- Queries of the workspace (the UI asks; the layout module knows the paths) ---------
+    def subjects(self) -> list[str]:
+        return self.workspace.subjects()
+
+    def has_photos(self, subject: str) -> bool:
+        return layout.has_photos(self.workspace, subject)
+
+    def uploaded_count(self, subject: str) -> int:
+        return layout.uploaded_count(self.workspace, subject)
+
+    def run_address(self, path: Path) -> tuple[str, str] | None:
+        return layout.run_address(self.workspace, path)
+
+    def newest_lora(self) -> LoraEntry | None:
+        return layout.newest_lora(self.workspace)
+
+    def lora_at(self, path: Path | str) -> LoraEntry | None:
+        return layout.lora_at(self.workspace, path)
+
+    def lora_facts(self, entry: LoraEntry) -> LoraFacts:
+        return layout.lora_facts(entry)
+
+
+# ---- The UI's window on the backend ---------------------------------------------------------
+# dreamstudio.ui imports from the backend only Studio and these names (besides
+# dreamstudio.config and dreamstudio.errors); tests/test_layering.py holds it to that. Kept
+# apart from the imports above so the facade's own needs and the UI's stay easy to tell apart.
+from .core.models import describe_source
+from .data.prepare import PhotoResult
+from .evaluate.evaluate import CSV_NAME, JSON_NAME
+from .evaluate.metrics import PAPER_REFERENCE
+from .generate.grid import AXES, MAX_CELLS, NO_AXIS, GridAxis
+from .generate.history import settings_from
+from .generate.png_metadata import a1111_parameters
+from .generate.samplers import SAMPLER_NAMES
+from .train.identifiers import class_noun_of, compose_prompts, split_instance_prompt
+from .train.presets import PRESETS
+from .workspace import layout  # what the workspace queries above delegate to
+from .workspace.layout import LoraFacts
+
+__all__ = [
+    "AXES", "CSV_NAME", "DEFAULT_MODEL", "JSON_NAME", "MAX_CELLS", "NO_AXIS", "PAPER_REFERENCE",
+    "PRESETS", "SAMPLER_NAMES", "ClassImageSet", "EvalConfig", "EvalProgress", "EvalReport",
+    "GridAxis", "GridConfig", "GridProgress", "GridResult", "HistoryItem", "IdentifierCheck",
+    "JobStatus", "LoraEntry", "LoraFacts", "PhotoResult", "PrepareConfig", "PrepareReport",
+    "RunInfo", "Studio", "a1111_parameters", "class_noun_of", "compose_prompts",
+    "describe_source", "settings_from", "split_instance_prompt",
+]

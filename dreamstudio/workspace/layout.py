@@ -204,3 +204,65 @@ def _usable(name: str) -> bool:
     except InputError:
         return False
     return True
+
+
+# ---- Reverse lookups and facts the app asks about (appended for the UI's Studio queries) --
+
+def run_address(workspace: Workspace, path: Path) -> tuple[str, str] | None:
+    """(subject, run) of a run folder <root>/subjects/<subject>/loras/<run>; None for a
+    path that is not one (e.g. a run the command line wrote elsewhere)."""
+    try:
+        parts = Path(path).resolve().relative_to(workspace.subjects_dir).parts
+    except ValueError:
+        return None
+    if len(parts) != 3 or parts[1] != "loras":
+        return None
+    return parts[0], parts[2]
+
+
+def has_photos(workspace: Workspace, subject: str) -> bool:
+    """True when the subject's photos are prepared (its manifest exists): ready to train."""
+    # Imported here: the photo pipeline (PIL, face detection) is not needed to list folders.
+    from ..data.prepare import MANIFEST_NAME
+
+    return (workspace.photos_dir(subject) / MANIFEST_NAME).is_file()
+
+
+def uploaded_count(workspace: Workspace, subject: str) -> int:
+    """How many files were uploaded for the subject (prepared or not)."""
+    folder = workspace.originals_dir(subject)
+    return len(list(folder.iterdir())) if folder.is_dir() else 0
+
+
+def newest_lora(workspace: Workspace) -> LoraEntry | None:
+    """The LoRA whose weights were written last, of any subject; None without any."""
+    from ..lora.files import WEIGHTS_NAME
+
+    entries = workspace.loras()
+    if not entries:
+        return None
+    return max(entries, key=lambda e: (e.path / WEIGHTS_NAME).stat().st_mtime)
+
+
+def lora_at(workspace: Workspace, path: Path | str) -> LoraEntry | None:
+    """The workspace LoRA stored in folder `path` (as a PNG's parameters name it), if any."""
+    wanted = Path(path).resolve()
+    return next((e for e in workspace.loras() if e.path.resolve() == wanted), None)
+
+
+@dataclass
+class LoraFacts:
+    """What a LoRA's saved run config says about its training."""
+
+    instance_prompt: str | None = None
+    steps: int | None = None
+    rank: int | None = None
+    final_loss: float | None = None
+    finished_at: str | None = None  # ISO 8601, as the trainer wrote it
+
+
+def lora_facts(entry: LoraEntry) -> LoraFacts:
+    config = entry.info.get("config", {})
+    return LoraFacts(instance_prompt=config.get("instance_prompt"), steps=config.get("steps"),
+                     rank=config.get("rank"), final_loss=entry.info.get("final_loss"),
+                     finished_at=entry.info.get("finished_at"))
