@@ -13,24 +13,45 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from .config import GenerateConfig, PrepareConfig, TrainConfig, default_of
-from .core.models import DEFAULT_MODEL
+from .core.models import DEFAULT_MODEL, describe_source
 from .core.stop_flags import StopFlags
 from .data import review as photo_review
-from .data.manifest import PrepareReport, load_manifest
+from .data.manifest import PhotoResult, PrepareReport, load_manifest
 from .data.prepare import list_image_files, prepare_photos
 from .data.uploads import Upload, add_photos
 from .errors import InputError
 from .evaluate.evaluate import EvalConfig, EvalProgress, EvalReport
 from .evaluate.evaluate import evaluate as run_evaluation
+from .evaluate.metrics import PAPER_REFERENCE
+from .evaluate.report import CSV_NAME, JSON_NAME
 from .evaluate.scorers import ScorerCache
 from .generate.generator import GeneratedImage, Generator, timestamp
-from .generate.grid import GridConfig, GridProgress, GridResult, run_grid
-from .generate.history import HistoryItem, list_history
+from .generate.grid import (
+    AXES,
+    MAX_CELLS,
+    NO_AXIS,
+    GridAxis,
+    GridConfig,
+    GridProgress,
+    GridResult,
+    run_grid,
+)
+from .generate.history import HistoryItem, list_history, settings_from
+from .generate.png_metadata import a1111_parameters
+from .generate.samplers import SAMPLER_NAMES
 from .train.class_gallery import ClassImageSet, add_class_images, list_class_images
-from .train.identifiers import IdentifierAdvisor, IdentifierCheck, load_tokenizer
+from .train.identifiers import (
+    IdentifierAdvisor,
+    IdentifierCheck,
+    class_noun_of,
+    compose_prompts,
+    load_tokenizer,
+    split_instance_prompt,
+)
 from .train.jobs import JobStatus, TrainingJobs
+from .train.presets import PRESETS
 from .train.resume import check_resumable
-from .workspace.layout import LoraEntry, Workspace
+from .workspace.layout import LoraEntry, LoraFacts, Workspace
 from .workspace.locks import SubjectLocks
 from .workspace.runs import (
     RunInfo,
@@ -264,7 +285,8 @@ class Studio:
     def find_lora(self, label: str) -> LoraEntry | None:
         return self.workspace.find_lora(label)
 
-    def lora_at(self, path: Path) -> LoraEntry | None:
+    def lora_at(self, path: Path | str) -> LoraEntry | None:
+        """The workspace LoRA stored in folder `path` (as a PNG's parameters name it)."""
         return self.workspace.lora_at(path)
 
     def newest_lora(self) -> LoraEntry | None:
@@ -336,3 +358,28 @@ class Studio:
         report = run_evaluation(config, self.generator, output, progress, cancel,
                                 dino=dino, clip=clip)
         return report, output
+
+    # ---- Queries of the workspace (the UI asks; the layout module knows the paths) ---------
+    def subjects(self) -> list[str]:
+        return self.workspace.subjects()
+
+    def has_photos(self, subject: str) -> bool:
+        return self.workspace.has_photos(subject)
+
+    def uploaded_count(self, subject: str) -> int:
+        return self.workspace.uploaded_count(subject)
+
+    def lora_facts(self, entry: LoraEntry) -> LoraFacts:
+        return entry.facts
+
+
+# dreamstudio.ui imports from the backend only Studio and the names below (besides
+# dreamstudio.config and dreamstudio.errors); tests/test_layering.py holds it to that.
+__all__ = [
+    "AXES", "CSV_NAME", "DEFAULT_MODEL", "JSON_NAME", "MAX_CELLS", "NO_AXIS", "PAPER_REFERENCE",
+    "PRESETS", "SAMPLER_NAMES", "ClassImageSet", "EvalConfig", "EvalProgress", "EvalReport",
+    "GridAxis", "GridConfig", "GridProgress", "GridResult", "HistoryItem", "IdentifierCheck",
+    "JobStatus", "LoraEntry", "LoraFacts", "PhotoResult", "PrepareConfig", "PrepareReport",
+    "RunInfo", "Studio", "a1111_parameters", "class_noun_of", "compose_prompts",
+    "describe_source", "settings_from", "split_instance_prompt",
+]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-from contextlib import contextmanager
 from pathlib import Path
 
 # Nothing in the tests may wait on the Hugging Face Hub.
@@ -15,6 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import pytest
 import torch
 
+from tests.support.app import running_app
 from tests.support.sample_photos import find_datasets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,30 +71,6 @@ def small_dog_dir(tmp_path_factory, dog_photos) -> Path:
                 folder / f"{i:02d}.png"
             )
     return folder
-
-
-@contextmanager
-def running_app(model: Path, workspace: Path):
-    """The app launched in-process on `model`, on a free localhost port; yields
-    (url, studio) and closes it afterwards, leaving GRADIO_TEMP_DIR as it was."""
-    from dreamstudio.ui.launch import launch
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    old_temp = os.environ.get("GRADIO_TEMP_DIR")
-    demo, studio = launch(["--model", str(model), "--workspace", str(workspace),
-                           "--port", str(port), "--device", "cpu"], block=False, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/", studio
-    finally:
-        studio.cancel_training()
-        studio.jobs.wait(30)
-        demo.close()
-        if old_temp is None:
-            os.environ.pop("GRADIO_TEMP_DIR", None)
-        else:
-            os.environ["GRADIO_TEMP_DIR"] = old_temp
 
 
 @pytest.fixture(scope="session")

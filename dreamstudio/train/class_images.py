@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from ..config import TrainConfig
+from ..config import TrainConfig, default_of
 from ..core.files import atomic_write_json
 from ..data.manifest import image_files
 from .class_gallery import RECORD
 
 # A caller that leaves these out gets what a training run would use.
-_DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 def generate_missing_class_images(
@@ -24,9 +22,9 @@ def generate_missing_class_images(
     class_prompt: str,
     num_images: int,
     resolution: int,
-    seed: int = _DEFAULT["seed"],
-    steps: int = _DEFAULT["class_image_steps"],
-    batch_size: int = _DEFAULT["class_image_batch_size"],
+    seed: int = default_of(TrainConfig, "seed"),
+    steps: int = default_of(TrainConfig, "class_image_steps"),
+    batch_size: int = default_of(TrainConfig, "class_image_batch_size"),
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     autocast_dtype: torch.dtype | None = None,

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
-from ..config import TrainConfig
+from ..config import TrainConfig, default_of
 
 # The settings a preset fills in; the rest of the Train tab keeps what the user set.
 _PRESET_KEYS = ("steps", "learning_rate", "text_encoder_lr", "batch_size", "rank",
                 "train_text_encoder", "class_prompt", "prior_loss_weight", "num_class_images")
 
 # TrainConfig's own defaults are the notebook's: read them, never restate them.
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_DEFAULTS = {k: _FIELDS[k].default for k in _PRESET_KEYS}
+_DEFAULTS = {k: default_of(TrainConfig, k) for k in _PRESET_KEYS}
 
 
 @dataclass(frozen=True)

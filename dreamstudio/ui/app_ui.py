@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..core.models import describe_source
-from ..studio import Studio
+from ..studio import Studio, describe_source
 from .data_tab import build_data_tab
 from .evaluate_tab import build_evaluate_tab
 from .generate_tab import build_generate_tab

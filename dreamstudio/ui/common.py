@@ -1,41 +1,46 @@
-"""Helpers shared by the tabs: error display, formatting, model facts the widgets need."""
+"""Helpers shared by the tabs: error display, defaults, formatting, model facts."""
 
 from __future__ import annotations
 
 import functools
 import json
 import logging
+import operator
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
 from ..errors import DreamStudioError
-from ..studio import Studio
+
+if TYPE_CHECKING:
+    from ..studio import Studio
 
 log = logging.getLogger(__name__)
 
 SD15_SIZE = 512
 
 
-def guarded(outputs: int, status: int = 0) -> Callable[[Callable], Callable]:
-    """Decorate a handler so the user sees messages, never tracebacks.
+def guarded(message: str | Callable) -> Callable[[Callable], Callable]:
+    """Decorate a handler method so the user sees messages, never tracebacks.
 
     A DreamStudioError (a message written for the user) becomes a warning toast and the
-    text of output number `status` (a Markdown); the other outputs stay as they were. Any
-    other exception is logged with its traceback and shown as a short gr.Error.
+    text of the message widget among the handler's widgets (`self.ui`): the one `message`
+    names ("caption"), or the one it picks (lambda ui: ui.form["class_summary"]). The
+    event's other outputs stay as they were. Any other exception is logged with its
+    traceback and shown as a short gr.Error.
     """
+    widget = message if callable(message) else operator.attrgetter(message)
 
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
+        def wrapper(self, *args, **kwargs):
             try:
-                return fn(*args, **kwargs)
+                return fn(self, *args, **kwargs)
             except DreamStudioError as exc:
                 gr.Warning(str(exc))
-                result = [gr.skip()] * outputs
-                result[status] = f"⚠️ {exc}"
-                return tuple(result) if outputs > 1 else result[0]
+                return {widget(self.ui): f"⚠️ {exc}"}
             except gr.Error:
                 raise
             except Exception as exc:  # the app must survive any handler failure
@@ -88,10 +93,9 @@ def model_image_size(model: str) -> int:
 
 
 def subject_choices(studio: Studio) -> list[str]:
-    return studio.workspace.subjects()
+    return studio.subjects()
 
 
 def prepared_subjects(studio: Studio) -> list[str]:
     """Subjects whose photos are prepared, i.e. ready to train on."""
-    return [s for s in studio.workspace.subjects()
-            if (studio.workspace.photos_dir(s) / "manifest.json").is_file()]
+    return [s for s in studio.subjects() if studio.has_photos(s)]

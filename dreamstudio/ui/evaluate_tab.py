@@ -13,16 +13,39 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
-from ..evaluate.evaluate import CSV_NAME, JSON_NAME, EvalProgress, EvalReport
-from ..evaluate.scorers import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
-from ..studio import Studio
+from ..config import default_of
+from ..studio import (
+    CSV_NAME,
+    JSON_NAME,
+    PAPER_REFERENCE,
+    EvalConfig,
+    EvalProgress,
+    EvalReport,
+    Studio,
+)
+from . import loras
 from .common import duration, guarded
-from .generate_tab import lora_summary, newest_lora
 
 RUN_KIND = "evaluate"
 AUTO_KIND = "auto"
 PROMPT_COLUMNS = ["Prompt", "DINO", "CLIP-I", "CLIP-T"]
 SUMMARY_COLUMNS = ["Row", "DINO", "CLIP-I", "CLIP-T"]
+PAPER_PROMPTS = 25  # prompts per kind of subject in the DreamBooth paper
+
+
+@dataclass
+class EvaluateWidgets:
+    lora: gr.Dropdown
+    refresh: gr.Button
+    about: gr.Markdown
+    settings: dict[str, gr.components.Component]  # the evaluation's settings, by name
+    run_btn: gr.Button
+    stop_btn: gr.Button
+    status: gr.Markdown
+    summary: gr.Dataframe
+    prompts: gr.Dataframe
+    samples: gr.Gallery
+    files: gr.File
 
 
 @dataclass
@@ -43,8 +66,6 @@ def prompt_table(report: EvalReport | None) -> pd.DataFrame:
 
 def summary_table(report: EvalReport | None) -> pd.DataFrame:
     """This LoRA's means, the user's photos against each other, then the paper's rows."""
-    from ..evaluate.metrics import PAPER_REFERENCE
-
     rows = []
     if report is not None and report.rows:
         means = report.means
@@ -57,28 +78,29 @@ def summary_table(report: EvalReport | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-class EvaluateHandlers:
-    def __init__(self, studio: Studio):
-        self.studio = studio
+def describe(studio: Studio, label: str | None) -> str:
+    entry = studio.find_lora(label) if label else None
+    if entry is None:
+        return ("Pick a LoRA you trained on the Train tab." if not label
+                else "This LoRA no longer exists: press ↻.")
+    return (loras.describe(studio, entry) + f"\n\nIts images are compared with the prepared "
+            f"photos of **{entry.subject}**.")
 
-    def choices(self) -> list[str]:
-        return [entry.label for entry in self.studio.loras()]
+
+class EvaluateHandlers:
+    def __init__(self, studio: Studio, ui: EvaluateWidgets):
+        self.studio = studio
+        self.ui = ui
 
     def refresh(self, current: str | None):
-        choices = self.choices()
-        value = current if current in choices else (
-            newest_lora(self.studio) if choices else None)
-        return gr.update(choices=choices, value=value)
+        choices = loras.lora_labels(self.studio)
+        value = current if current in choices else loras.newest_label(self.studio, None)
+        return {self.ui.lora: gr.update(choices=choices, value=value)}
 
-    def describe(self, label: str | None) -> str:
-        entry = self.studio.find_lora(label) if label else None
-        if entry is None:
-            return ("Pick a LoRA you trained on the Train tab." if not label
-                    else "This LoRA no longer exists: press ↻.")
-        return (lora_summary(entry) + f"\n\nIts images are compared with the prepared photos "
-                f"of **{entry.subject}**.")
+    def describe(self, label: str | None):
+        return {self.ui.about: describe(self.studio, label)}
 
-    @guarded(outputs=5, status=0)
+    @guarded("status")
     def evaluate(self, progress=gr.Progress(), **v):  # noqa: B008 - Gradio idiom
         """Generate the paper's prompts with a LoRA and score them; returns (summary text,
         per-prompt table, means next to the paper's rows, sample images, result files)."""
@@ -98,37 +120,30 @@ class EvaluateHandlers:
 
         with self.studio.cancellable(RUN_KIND) as cancel:
             report, output = self.studio.evaluate(config, progress=show, cancel=cancel)
-        prompts, summary = prompt_table(report), summary_table(report)
-        samples = [(str(output / r.images[0]), r.prompt) for r in report.rows if r.images]
+        ui = self.ui
+        update = {ui.prompts: prompt_table(report), ui.summary: summary_table(report),
+                  ui.samples: [(str(output / r.images[0]), r.prompt)
+                               for r in report.rows if r.images]}
         what = (f"**{v['lora']}**: {len(report.rows)} prompts × {config.images_per_prompt} "
                 f"images, '{config.kind}' prompts for *{config.identifier} "
                 f"{config.class_noun}*, {config.steps} steps, {duration(report.seconds)}")
         if report.status != "completed":
-            text = (f"### ⏹️ Stopped\n{what}. The finished prompts are below; no result "
-                    "files were written.")
-            return text, prompts, summary, samples, None
-        files = [str(output / JSON_NAME), str(output / CSV_NAME)]
-        text = (f"### ✅ Done\n{what}.\n\nHigher is better for all three. Saved in "
-                f"`{output}`: `{JSON_NAME}`, `{CSV_NAME}` and the images.")
-        return text, prompts, summary, samples, files
+            return {**update, ui.files: None,
+                    ui.status: f"### ⏹️ Stopped\n{what}. The finished prompts are below; no "
+                               "result files were written."}
+        return {**update, ui.files: [str(output / JSON_NAME), str(output / CSV_NAME)],
+                ui.status: f"### ✅ Done\n{what}.\n\nHigher is better for all three. Saved in "
+                           f"`{output}`: `{JSON_NAME}`, `{CSV_NAME}` and the images."}
 
-    def stop(self) -> str:
+    def stop(self):
         if self.studio.stop(RUN_KIND):
-            return "Stopping after the current step; the finished prompts will be shown."
-        return "No evaluation is running, so there is nothing to stop."
+            return {self.ui.status: "Stopping after the current step; the finished prompts "
+                                    "will be shown."}
+        return {self.ui.status: "No evaluation is running, so there is nothing to stop."}
 
 
-def _settings(studio: Studio, handlers: EvaluateHandlers) -> dict[str, gr.components.Component]:
+def _settings() -> dict[str, gr.components.Component]:
     w: dict[str, gr.components.Component] = {}
-    choices = handlers.choices()
-    with gr.Row(equal_height=True):
-        w["lora"] = gr.Dropdown(
-            choices, value=newest_lora(studio) if choices else None, label="LoRA to score",
-            scale=5, allow_custom_value=True,  # runs finish while the page is open
-            info="A LoRA you trained on the Train tab.",
-        )
-        w["refresh"] = gr.Button("↻", scale=0, min_width=48, size="lg")
-    w["about"] = gr.Markdown(handlers.describe(w["lora"].value))
     w["kind"] = gr.Radio(
         [("Automatic", AUTO_KIND), ("Object", "object"), ("Live (pet or person)", "live")],
         value=AUTO_KIND, label="Kind of subject",
@@ -137,64 +152,81 @@ def _settings(studio: Studio, handlers: EvaluateHandlers) -> dict[str, gr.compon
     )
     with gr.Row():
         w["num_prompts"] = gr.Slider(
-            1, 25, value=25, step=1, label="Number of prompts",
+            1, PAPER_PROMPTS, value=default_of(EvalConfig, "num_prompts") or PAPER_PROMPTS,
+            step=1, label="Number of prompts",
             info="The paper uses all 25; fewer gives a quick, rougher score.",
         )
         w["images_per_prompt"] = gr.Slider(
-            1, 16, value=4, step=1, label="Images per prompt",
+            1, 16, value=default_of(EvalConfig, "images_per_prompt"), step=1,
+            label="Images per prompt",
             info="The paper uses 4; more images make the averages steadier.",
         )
     w["steps"] = gr.Slider(
-        1, 100, value=50, step=1, label="Steps",
+        1, 100, value=default_of(EvalConfig, "steps"), step=1, label="Steps",
         info="Denoising steps of each image; lower is quicker but rougher.",
     )
     with gr.Accordion("Scoring models", open=False):
         w["dino_model"] = gr.Textbox(
-            DEFAULT_DINO_MODEL, label="DINO model",
+            default_of(EvalConfig, "dino_model"), label="DINO model",
             info="Hugging Face id or local folder of the DINO ViT that measures subject "
                  "likeness (DINO score). Downloaded once, then cached.",
         )
         w["clip_model"] = gr.Textbox(
-            DEFAULT_CLIP_MODEL, label="CLIP model",
+            default_of(EvalConfig, "clip_model"), label="CLIP model",
             info="Hugging Face id or local folder of the CLIP model behind the CLIP-I "
                  "(likeness) and CLIP-T (follows the prompt) scores.",
         )
     return w
 
 
-def build_evaluate_tab(studio: Studio) -> EvaluateTab:
-    handlers = EvaluateHandlers(studio)
+def _widgets(studio: Studio) -> EvaluateWidgets:
     gr.Markdown(
         "Measure how well a LoRA learned your subject, as the DreamBooth paper does: "
         "**DINO** and **CLIP-I** say how much the pictures look like your photos, "
         "**CLIP-T** how well they follow the prompt. All three go from about 0 to 1; the "
         "paper's numbers are shown next to yours."
     )
+    w: dict = {}
     with gr.Row():
         with gr.Column(scale=1, min_width=340):
-            settings = _settings(studio, handlers)
+            with gr.Row(equal_height=True):
+                current = loras.newest_label(studio, None)
+                w["lora"] = gr.Dropdown(
+                    loras.lora_labels(studio), value=current, label="LoRA to score",
+                    scale=5, allow_custom_value=True,  # runs finish while the page is open
+                    info="A LoRA you trained on the Train tab.",
+                )
+                w["refresh"] = gr.Button("↻", scale=0, min_width=48, size="lg")
+            w["about"] = gr.Markdown(describe(studio, current))
+            w["settings"] = _settings()
             with gr.Row():
-                run_btn = gr.Button("Run evaluation", variant="primary", scale=2)
-                stop_btn = gr.Button("Stop", variant="stop", scale=1)
+                w["run_btn"] = gr.Button("Run evaluation", variant="primary", scale=2)
+                w["stop_btn"] = gr.Button("Stop", variant="stop", scale=1)
         with gr.Column(scale=1, min_width=340):
-            status = gr.Markdown("Results appear here. 25 prompts × 4 images take a few "
-                                 "minutes on a GPU, much longer on a CPU.")
+            w["status"] = gr.Markdown("Results appear here. 25 prompts × 4 images take a few "
+                                      "minutes on a GPU, much longer on a CPU.")
             widths = ["58%", "14%", "14%", "14%"]
-            summary = gr.Dataframe(summary_table(None), label="Means and the paper's results",
-                                   interactive=False, wrap=True, column_widths=widths)
-            prompts = gr.Dataframe(prompt_table(None), label="Scores per prompt",
-                                   interactive=False, wrap=True, max_height=400,
-                                   column_widths=widths)
-            samples = gr.Gallery(label="First image of each prompt", columns=5, height=220,
-                                 object_fit="contain")
-            files = gr.File(label="Result files (fidelity.json, fidelity.csv)",
-                            file_count="multiple", interactive=False)
+            w["summary"] = gr.Dataframe(summary_table(None),
+                                        label="Means and the paper's results",
+                                        interactive=False, wrap=True, column_widths=widths)
+            w["prompts"] = gr.Dataframe(prompt_table(None), label="Scores per prompt",
+                                        interactive=False, wrap=True, max_height=400,
+                                        column_widths=widths)
+            w["samples"] = gr.Gallery(label="First image of each prompt", columns=5,
+                                      height=220, object_fit="contain")
+            w["files"] = gr.File(label="Result files (fidelity.json, fidelity.csv)",
+                                 file_count="multiple", interactive=False)
+    return EvaluateWidgets(**w)
 
-    lora, refresh, about = settings.pop("lora"), settings.pop("refresh"), settings.pop("about")
-    refresh.click(handlers.refresh, lora, lora, api_visibility="private", queue=False)
-    lora.change(handlers.describe, lora, about, api_visibility="private", queue=False)
-    run_btn.click(handlers.evaluate, inputs_kwargs={"lora": lora, **settings},
-                  outputs=[status, prompts, summary, samples, files], api_name="evaluate",
-                  concurrency_id="generator", concurrency_limit=1, show_progress_on=status)
-    stop_btn.click(handlers.stop, None, status, api_name="stop_evaluation", queue=False)
-    return EvaluateTab(lora=lora, refresh_loras=handlers.refresh)
+
+def build_evaluate_tab(studio: Studio) -> EvaluateTab:
+    ui = _widgets(studio)
+    handlers = EvaluateHandlers(studio, ui)
+    ui.refresh.click(handlers.refresh, ui.lora, ui.lora, api_visibility="private", queue=False)
+    ui.lora.change(handlers.describe, ui.lora, ui.about, api_visibility="private", queue=False)
+    ui.run_btn.click(handlers.evaluate, inputs_kwargs={"lora": ui.lora, **ui.settings},
+                     outputs=[ui.status, ui.prompts, ui.summary, ui.samples, ui.files],
+                     api_name="evaluate", concurrency_id="generator", concurrency_limit=1,
+                     show_progress_on=ui.status)
+    ui.stop_btn.click(handlers.stop, None, ui.status, api_name="stop_evaluation", queue=False)
+    return EvaluateTab(lora=ui.lora, refresh_loras=handlers.refresh)

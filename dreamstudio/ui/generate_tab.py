@@ -10,30 +10,30 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 
-from ..config import GenerateConfig
+from ..config import GenerateConfig, default_of
 from ..errors import InputError
-from ..generate.grid import AXES, MAX_CELLS, NO_AXIS, GridAxis, GridConfig, GridProgress
-from ..generate.history import HistoryItem, settings_from
-from ..generate.png_metadata import a1111_parameters
-from ..generate.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
-from ..lora.files import WEIGHTS_NAME
-from ..studio import Studio
-from ..workspace.layout import LoraEntry
-from .common import guarded, model_image_size
-
-BASE_MODEL = "(base model, no LoRA)"
-RUN_KIND = "generate"  # the Studio's stop flag shared by Generate and Make grid
-AXIS_CHOICES = [(spec.label, name) for name, spec in AXES.items()]
-VALUES_INFO = (
-    "Comma-separated values, or ranges: '0-1 (+0.25)' = 0 to 1 in steps of 0.25, "
-    "'0-1 [5]' = 5 evenly spaced values, '1-4' = 1, 2, 3, 4. Samplers by name, e.g. "
-    f"'Euler a, DDIM'. At most {MAX_CELLS} images per grid."
+from ..studio import (
+    NO_AXIS,
+    GridAxis,
+    GridConfig,
+    GridProgress,
+    HistoryItem,
+    LoraEntry,
+    Studio,
+    a1111_parameters,
+    settings_from,
 )
-# Controls a history click fills, in this order (GenerateConfig names plus the LoRA).
+from . import generate_text as text
+from . import loras
+from .common import guarded
+from .generate_widgets import GenerateWidgets, build_widgets
+from .loras import BASE_MODEL
+
+RUN_KIND = "generate"  # the Studio's stop flag shared by Generate and Make grid
+# Controls a history click fills (GenerateConfig names; the LoRA and grid axes besides).
 RESTORED = ("prompt", "negative_prompt", "unet_scale", "text_encoder_scale", "guidance",
             "steps", "seed", "height", "width", "sampler")
 
@@ -42,57 +42,38 @@ RESTORED = ("prompt", "negative_prompt", "unet_scale", "text_encoder_scale", "gu
 class GenerateTab:
     lora: gr.Dropdown
     known: gr.State  # the labels the page has already seen, to spot new LoRAs
-    refresh_loras: Callable  # (current, known) -> (dropdown update, known)
-    load_loras: Callable  # () -> (dropdown update, known), for a freshly opened page
+    refresh_loras: Callable  # (current, known) -> {lora: dropdown update, known: labels}
+    load_loras: Callable  # () -> the same, for a freshly opened page
     history_outputs: list  # what refresh_history fills
-    refresh_history: Callable  # (lora label) -> history gallery, file names, note
+    refresh_history: Callable  # (lora label) -> {history gallery, file names, note}
 
 
 def lora_choices(studio: Studio) -> list[str]:
-    return [BASE_MODEL] + [entry.label for entry in studio.loras()]
+    return [BASE_MODEL, *loras.lora_labels(studio)]
 
 
-def newest_lora(studio: Studio) -> str:
-    entries = studio.loras()
-    if not entries:
-        return BASE_MODEL
-    return max(entries, key=lambda e: (e.path / WEIGHTS_NAME).stat().st_mtime).label
+def history_items(studio: Studio, label: str | None) -> list[HistoryItem]:
+    """Earlier images of the subject of LoRA `label` (the base model's for BASE_MODEL);
+    none for a LoRA that no longer exists."""
+    entry = studio.find_lora(label) if label and label != BASE_MODEL else None
+    if entry is None and label and label != BASE_MODEL:
+        return []
+    return studio.history(entry.subject if entry else None)
 
 
-def lora_summary(entry: LoraEntry | None) -> str:
-    if entry is None:
-        return "The base model alone, without any subject."
-    cfg = entry.info.get("config", {})
-    parts = [f"trained on *'{cfg.get('instance_prompt', '?')}'*"]
-    if cfg.get("steps"):
-        parts.append(f"{cfg['steps']} steps")
-    if cfg.get("rank"):
-        parts.append(f"rank {cfg['rank']}")
-    if entry.info.get("final_loss") is not None:
-        parts.append(f"final loss {entry.info['final_loss']:.4f}")
-    if entry.info.get("finished_at"):
-        parts.append(f"finished {entry.info['finished_at'][:16].replace('T', ' ')}")
-    return (f"**{entry.label}**: " + ", ".join(parts)
-            + ". Put the same words (e.g. 'sks dog') in your prompt.")
-
-
-def _settings_text(config: GenerateConfig, label: str) -> str:
-    text = f"{config.steps} steps, {config.sampler} sampler, guidance {config.guidance:g}, "
-    if config.lora_dir is None:
-        return text + "base model"
-    return text + (f"LoRA **{label}** (UNet {config.unet_scale:g}, "
-                   f"text encoder {config.text_encoder_scale:g})")
-
-
-def _caption(config: GenerateConfig, label: str, size: tuple[int, int], seconds: float) -> str:
-    return (f"{config.num_images} image(s), {size[0]}x{size[1]} px, seeds {config.seed}"
-            f"-{config.seed + config.num_images - 1}, {_settings_text(config, label)}, "
-            f"{seconds:.1f} s. Saved in the workspace with their settings.")
+def history_view(studio: Studio, label: str | None) -> tuple[list, list[str], str]:
+    """(gallery items, their file names, the note) of the history of LoRA `label`."""
+    items = history_items(studio, label)
+    entry = studio.find_lora(label) if label and label != BASE_MODEL else None
+    note = text.history_note(len(items), entry.subject if entry else None)
+    return ([(str(item.path), item.caption()) for item in items],
+            [item.path.name for item in items], note)
 
 
 class GenerateHandlers:
-    def __init__(self, studio: Studio):
+    def __init__(self, studio: Studio, ui: GenerateWidgets):
         self.studio = studio
+        self.ui = ui
 
     def _entry(self, label: str | None) -> LoraEntry | None:
         if not label or label == BASE_MODEL:
@@ -111,11 +92,11 @@ class GenerateHandlers:
             guidance=float(v["guidance"]), steps=int(v["steps"]), seed=int(v["seed"]),
             num_images=int(v.get("num_images") or 1),
             height=int(v["height"] or 0) or None, width=int(v["width"] or 0) or None,
-            sampler=v.get("sampler") or DEFAULT_SAMPLER,
+            sampler=v.get("sampler") or default_of(GenerateConfig, "sampler"),
         )
         return config, entry
 
-    @guarded(outputs=2, status=1)
+    @guarded("caption")
     def generate(self, progress=gr.Progress(), **v):  # noqa: B008 - Gradio idiom
         """Generate images; returns (gallery of saved PNGs, caption with the settings)."""
         config, entry = self._config(v)
@@ -129,13 +110,13 @@ class GenerateHandlers:
             )
             stopped = cancel.is_set()
         if stopped:
-            return gr.skip(), "⏹️ Stopped: the unfinished image(s) were not saved."
+            return {self.ui.caption: "⏹️ Stopped: the unfinished image(s) were not saved."}
         seconds = time.monotonic() - started
-        gallery = [(str(im.path), f"seed {im.seed}") for im in images]
         size = (images[0].image.width, images[0].image.height)
-        return gallery, _caption(config, v["lora"], size, seconds)
+        return {self.ui.gallery: [(str(im.path), f"seed {im.seed}") for im in images],
+                self.ui.caption: text.caption(config, v["lora"], size, seconds)}
 
-    @guarded(outputs=2, status=1)
+    @guarded("caption")
     def grid(self, progress=gr.Progress(), **v):  # noqa: B008 - Gradio idiom
         """Generate an X/Y grid; returns (gallery with the grid image, caption)."""
         config, entry = self._config(v)
@@ -147,53 +128,50 @@ class GenerateHandlers:
         progress(0, desc="Loading the model (first time only)")
 
         def show(p: GridProgress) -> None:
-            step = f" · image {p.done + 1}: step {p.step}/{p.steps}" if p.steps else ""
-            progress(p.fraction, desc=f"{p.done}/{p.total} images done{step}")
+            progress(p.fraction, desc=text.grid_progress(p))
 
         with self.studio.cancellable(RUN_KIND) as cancel:
             result = self.studio.generate_grid(
                 grid, subject=entry.subject if entry else None, progress=show, cancel=cancel)
-        rows, cols = grid.shape
-        axes = f"X = {x.label} {x.text}" + (f"; Y = {y.label} {y.text}" if y else "")
-        if result.status != "completed":
-            text = (f"⏹️ Stopped after {result.done} of {result.total} images; the partial "
-                    "grid is shown but not saved.")
-            return [(result.image, "partial grid")], text
-        text = (f"Grid of {result.total} images ({cols} × {rows}): {axes}. Seed "
-                f"{config.seed}, {_settings_text(config, v['lora'])}, {result.seconds:.1f} s. "
-                f"Saved as `{result.path.name}` with its settings and axes.")
-        return [(str(result.path), "grid")], text
+        done = result.status == "completed"
+        image = (str(result.path), "grid") if done else (result.image, "partial grid")
+        return {self.ui.gallery: [image],
+                self.ui.caption: text.grid_caption(grid, v["lora"], result)}
 
-    def stop(self) -> str:
+    def stop(self):
         """Stop the running generation or grid within one sampler step."""
         if self.studio.stop(RUN_KIND):
-            return "Stopping after the current step…"
-        return "Nothing is being generated, so there is nothing to stop."
+            return {self.ui.caption: "Stopping after the current step…"}
+        return {self.ui.caption: "Nothing is being generated, so there is nothing to stop."}
 
     def refresh(self, current: str | None, known: list[str] | None):
         """Fresh choices; a LoRA that appeared since the page last looked gets selected."""
         choices = lora_choices(self.studio)
         new = [c for c in choices if known is not None and c not in known]
+        newest = loras.newest_label(self.studio)
         if new:
-            newest = newest_lora(self.studio)
             value = newest if newest in new else new[-1]
         else:
-            value = current if current in choices else newest_lora(self.studio)
-        return gr.update(choices=choices, value=value), choices
+            value = current if current in choices else newest
+        return {self.ui.lora: gr.update(choices=choices, value=value), self.ui.known: choices}
 
     def load(self):
         choices = lora_choices(self.studio)
-        return gr.update(choices=choices, value=newest_lora(self.studio)), choices
+        return {self.ui.lora: gr.update(choices=choices, value=loras.newest_label(self.studio)),
+                self.ui.known: choices}
 
     def describe(self, label: str | None, prompt: str):
         """Show what the picked LoRA was trained on; suggest its prompt if none is typed."""
+        about = self.ui.about
         entry = self.studio.find_lora(label) if label and label != BASE_MODEL else None
         if entry is None and label and label != BASE_MODEL:
-            return "This LoRA no longer exists: press ↻.", gr.skip()
-        suggestion = gr.skip()
+            return {about: "This LoRA no longer exists: press ↻."}
+        update = {about: loras.describe(self.studio, entry)}
         if entry is not None and not (prompt or "").strip():
-            suggestion = entry.info.get("config", {}).get("instance_prompt") or gr.skip()
-        return lora_summary(entry), suggestion
+            suggestion = self.studio.lora_facts(entry).instance_prompt
+            if suggestion:
+                update[self.ui.settings["prompt"]] = suggestion
+        return update
 
     def list_loras(self) -> list[str]:
         """Labels of the trained LoRAs ('subject / run'), the base-model entry first."""
@@ -201,10 +179,7 @@ class GenerateHandlers:
 
     # ---- History ----------------------------------------------------------------------------
     def _history_items(self, label: str | None) -> list[HistoryItem]:
-        entry = self.studio.find_lora(label) if label and label != BASE_MODEL else None
-        if entry is None and label and label != BASE_MODEL:
-            return []
-        return self.studio.history(entry.subject if entry else None)
+        return history_items(self.studio, label)
 
     def history(self, lora: str | None) -> list[dict]:
         """Earlier images of the picked LoRA's subject (newest first): file name, caption
@@ -213,14 +188,9 @@ class GenerateHandlers:
                 for item in self._history_items(lora)]
 
     def show_history(self, lora: str | None):
-        items = self._history_items(lora)
-        entry = self.studio.find_lora(lora) if lora and lora != BASE_MODEL else None
-        whose = f"subject **{entry.subject}**" if entry else "the base model"
-        note = (f"{len(items)} earlier image(s) of {whose}, newest first. Click one to put "
-                "its settings back into the controls." if items
-                else f"No images of {whose} yet: they appear here as you generate.")
-        gallery = [(str(item.path), item.caption()) for item in items]
-        return gallery, [item.path.name for item in items], note
+        gallery, files, note = history_view(self.studio, lora)
+        ui = self.ui
+        return {ui.history: gallery, ui.history_files: files, ui.history_note: note}
 
     def history_settings(self, lora: str | None, file: str) -> dict:
         """The controls' values for one history image (by file name, as /history lists)."""
@@ -232,189 +202,75 @@ class GenerateHandlers:
         settings["lora"] = BASE_MODEL
         settings["lora_missing"] = False
         if settings["lora_dir"]:
-            stored = Path(settings["lora_dir"]).resolve()
-            entry = next((e for e in self.studio.loras() if e.path.resolve() == stored), None)
+            entry = self.studio.lora_at(settings["lora_dir"])
             settings["lora"] = entry.label if entry else None
             settings["lora_missing"] = entry is None
         settings["file"] = item.path.name
         settings["parameters_text"] = a1111_parameters(item.params)
         return settings
 
-    @guarded(outputs=len(RESTORED) + 6, status=len(RESTORED) + 5)
+    @guarded("history_note")
     def pick_history(self, lora: str | None, files: list[str] | None, evt: gr.SelectData):
         """One click on a history image: its settings go back into the controls."""
         if not files or evt.index is None or not 0 <= evt.index < len(files):
             raise InputError("That image is no longer listed; refresh the history.")
         s = self.history_settings(lora, files[evt.index])
-        values = [s[name] for name in RESTORED]
-        lora_value = s["lora"] if s["lora"] else gr.skip()
+        ui = self.ui
+        update = {ui.settings[name]: s[name] for name in RESTORED}
+        if s["lora"]:
+            update[ui.lora] = s["lora"]
         grid = s.get("grid") or {}
-        x = grid.get("x") or {}
-        y = grid.get("y") or {}
-        axes = [x.get("axis") or gr.skip(), _values_text(x) or gr.skip(),
-                (y.get("axis") or NO_AXIS) if grid else gr.skip(), _values_text(y) or gr.skip()]
-        note = f"Settings of `{s['file']}` loaded into the controls"
-        if s["lora_missing"]:
-            note += " (its LoRA no longer exists, so the LoRA choice was kept)"
-        note += f":\n```\n{s['parameters_text']}\n```"
-        return (*values, lora_value, *axes, note)
-
-
-def _values_text(axis: dict) -> str:
-    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v)
-                     for v in axis.get("values", []))
-
-
-def _size_slider(name: str, native: int) -> gr.Slider:
-    return gr.Slider(0, 1024, value=0, step=8, label=f"{name} (pixels)",
-                     info=f"0 = the model's own size ({native} px); else 64-1024.")
-
-
-def _settings(studio: Studio) -> dict[str, gr.components.Component]:
-    w: dict[str, gr.components.Component] = {}
-    native = model_image_size(studio.model)
-    w["prompt"] = gr.Textbox(
-        label="Prompt", lines=2, placeholder="a photo of sks dog on a beach at sunset",
-        info="Describe the picture; include your subject's words (e.g. 'sks dog').",
-    )
-    w["negative_prompt"] = gr.Textbox(
-        "", label="Negative prompt", placeholder="blurry, low quality",
-        info="What to keep out of the picture (optional).",
-    )
-    with gr.Row():
-        w["unet_scale"] = gr.Slider(
-            0, 2, value=1.0, step=0.05, label="LoRA strength (UNet)",
-            info="How strongly the subject's look is applied; 0 = off.",
-        )
-        w["text_encoder_scale"] = gr.Slider(
-            0, 2, value=1.0, step=0.05, label="LoRA strength (text encoder)",
-            info="How strongly the subject's word is applied; 0 = off.",
-        )
-    with gr.Row():
-        w["guidance"] = gr.Slider(
-            1, 20, value=7.5, step=0.5, label="Guidance",
-            info="How literally to follow the prompt; 5-9 is usual.",
-        )
-        w["steps"] = gr.Slider(
-            1, 100, value=30, step=1, label="Steps",
-            info="Denoising steps: more is slower and a little finer; 25-40 is usual.",
-        )
-    w["sampler"] = gr.Dropdown(
-        list(SAMPLER_NAMES), value=DEFAULT_SAMPLER, label="Sampler",
-        info="The denoising method. Default = the model's own (PLMS for SD 1.5); "
-             "DPM++ 2M Karras looks good in 20-30 steps. Switching reloads nothing.",
-    )
-    with gr.Row():
-        w["seed"] = gr.Number(
-            0, label="Seed", precision=0, minimum=0,
-            info="Same seed + same settings = same picture; image n uses seed + n.",
-        )
-        w["num_images"] = gr.Slider(1, 8, value=1, step=1, label="Images",
-                                    info="How many pictures per click.")
-    with gr.Row():
-        w["height"] = _size_slider("Height", native)
-        w["width"] = _size_slider("Width", native)
-    return w
-
-
-def _grid_controls() -> dict[str, gr.components.Component]:
-    w: dict[str, gr.components.Component] = {}
-    gr.Markdown(
-        "Compare settings side by side: every picture uses the same seed and the settings "
-        "above, except the two you vary here. The model loads once for the whole grid."
-    )
-    with gr.Row():
-        w["x_axis"] = gr.Dropdown(
-            AXIS_CHOICES, value="unet_scale", label="X axis (columns)", scale=1,
-            info="The setting that changes from column to column.",
-        )
-        w["x_values"] = gr.Textbox(
-            "0, 0.5, 1, 1.5", label="X values", scale=2, info=VALUES_INFO,
-        )
-    with gr.Row():
-        w["y_axis"] = gr.Dropdown(
-            [("(none: one row)", NO_AXIS)] + AXIS_CHOICES, value="text_encoder_scale",
-            label="Y axis (rows)", scale=1,
-            info="The setting that changes from row to row, or none.",
-        )
-        w["y_values"] = gr.Textbox(
-            "0, 0.5, 1", label="Y values", scale=2,
-            info="Same syntax as the X values; ignored when the Y axis is none.",
-        )
-    return w
+        x, y = grid.get("x") or {}, grid.get("y") or {}
+        axes = {"x_axis": x.get("axis"), "x_values": text.values_text(x),
+                "y_axis": (y.get("axis") or NO_AXIS) if grid else None,
+                "y_values": text.values_text(y)}
+        update.update({ui.grid[name]: value for name, value in axes.items() if value})
+        update[ui.history_note] = text.restored_note(s["file"], s["lora_missing"],
+                                                     s["parameters_text"])
+        return update
 
 
 def build_generate_tab(studio: Studio) -> GenerateTab:
-    handlers = GenerateHandlers(studio)
-    gr.Markdown(
-        "Draw pictures with your subject. Sliders take effect on the next click of "
-        "**Generate**; changing them reloads nothing, so trying strengths is quick. "
-        "To compare strengths side by side, open **X/Y grid**."
-    )
-    with gr.Row():
-        with gr.Column(scale=1, min_width=340):
-            with gr.Row(equal_height=True):
-                current = newest_lora(studio)
-                lora = gr.Dropdown(
-                    lora_choices(studio), value=current, label="Subject LoRA", scale=5,
-                    allow_custom_value=True,  # new runs appear at runtime; checked on use
-                    info="A LoRA you trained on the Train tab, or the plain base model.",
-                )
-                refresh = gr.Button("↻", scale=0, min_width=48, size="lg")
-            about = gr.Markdown(lora_summary(studio.find_lora(current)))
-            settings = _settings(studio)
-            with gr.Row():
-                generate_btn = gr.Button("Generate", variant="primary", scale=2)
-                stop_btn = gr.Button("Stop", variant="stop", scale=1)
-            with gr.Accordion("X/Y grid: compare settings side by side", open=False):
-                grid_settings = _grid_controls()
-                grid_btn = gr.Button("Make grid", variant="secondary")
-        with gr.Column(scale=1, min_width=340):
-            gallery = gr.Gallery(label="Generated images", columns=2, height=520,
-                                 object_fit="contain", format="png")
-            caption = gr.Markdown()
-            with gr.Accordion("History of this subject", open=True):
-                first = handlers.show_history(current)
-                history_note = gr.Markdown(first[2])
-                history = gr.Gallery(
-                    first[0], label="Earlier images (click one to reuse its settings)",
-                    columns=4, height=260, object_fit="contain", allow_preview=False,
-                )
-                history_files = gr.State(first[1])
-                history_refresh = gr.Button("↻ Refresh history", size="sm")
+    # The widgets show the page's first state: the newest LoRA and its subject's history.
+    current = loras.newest_label(studio)
+    ui = build_widgets(studio, lora_choices(studio), current,
+                       loras.describe(studio, studio.find_lora(current)),
+                       history_view(studio, current))
+    handlers = GenerateHandlers(studio, ui)
+    _wire(handlers, ui)
+    return GenerateTab(lora=ui.lora, known=ui.known, refresh_loras=handlers.refresh,
+                       load_loras=handlers.load, history_outputs=ui.history_outputs,
+                       refresh_history=handlers.show_history)
 
-    known = gr.State(lora_choices(studio))
+
+def _wire(handlers: GenerateHandlers, ui: GenerateWidgets) -> None:
     quiet = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
-    history_outputs = [history, history_files, history_note]
-    refresh.click(handlers.refresh, [lora, known], [lora, known], api_visibility="private",
-                  queue=False)
-    lora.change(handlers.describe, [lora, settings["prompt"]], [about, settings["prompt"]],
+    lora, settings, grid, gallery = ui.lora, ui.settings, ui.grid, ui.gallery
+    ui.refresh.click(handlers.refresh, [lora, ui.known], [lora, ui.known],
+                     api_visibility="private", queue=False)
+    lora.change(handlers.describe, [lora, settings["prompt"]], [ui.about, settings["prompt"]],
                 api_visibility="private", queue=False)
-    lora.change(handlers.show_history, lora, history_outputs, **quiet)
-    history_refresh.click(handlers.show_history, lora, history_outputs, **quiet)
+    lora.change(handlers.show_history, lora, ui.history_outputs, **quiet)
+    ui.history_refresh.click(handlers.show_history, lora, ui.history_outputs, **quiet)
     # One queue for everything that runs the model, so a grid waits for a generation.
     run = {"concurrency_id": "generator", "concurrency_limit": 1, "show_progress_on": gallery}
-    generate_btn.click(handlers.generate, inputs_kwargs={"lora": lora, **settings},
-                       outputs=[gallery, caption], api_name="generate", **run
-                       ).then(handlers.show_history, lora, history_outputs, **quiet)
-    grid_btn.click(handlers.grid, inputs_kwargs={"lora": lora, **settings, **grid_settings},
-                   outputs=[gallery, caption], api_name="grid", **run
-                   ).then(handlers.show_history, lora, history_outputs, **quiet
-                   # A grid is one wide picture: show it in the large preview, not as a
-                   # thumbnail (a separate step, so /grid's API answer stays a plain list).
-                   ).then(lambda: gr.Gallery(selected_index=0), None, gallery, **quiet)
+    ui.generate_btn.click(handlers.generate, inputs_kwargs={"lora": lora, **settings},
+                          outputs=[gallery, ui.caption], api_name="generate", **run
+                          ).then(handlers.show_history, lora, ui.history_outputs, **quiet)
+    ui.grid_btn.click(handlers.grid, inputs_kwargs={"lora": lora, **settings, **grid},
+                      outputs=[gallery, ui.caption], api_name="grid", **run
+                      ).then(handlers.show_history, lora, ui.history_outputs, **quiet
+                      # A grid is one wide picture: show it in the large preview, not as a
+                      # thumbnail (a separate step, so /grid's API answer stays a plain list).
+                      ).then(lambda: gr.Gallery(selected_index=0), None, gallery, **quiet)
     # Not queued: it must run while a generation holds the queue.
-    stop_btn.click(handlers.stop, None, caption, api_name="stop_generation", queue=False)
-    restored = [settings[name] for name in RESTORED]
-    history.select(
-        handlers.pick_history, [lora, history_files],
-        [*restored, lora, grid_settings["x_axis"], grid_settings["x_values"],
-         grid_settings["y_axis"], grid_settings["y_values"], history_note],
+    ui.stop_btn.click(handlers.stop, None, ui.caption, api_name="stop_generation", queue=False)
+    ui.history.select(
+        handlers.pick_history, [lora, ui.history_files],
+        [*(settings[name] for name in RESTORED), lora, grid["x_axis"], grid["x_values"],
+         grid["y_axis"], grid["y_values"], ui.history_note],
         api_visibility="private", queue=False,
     )
     gr.api(handlers.list_loras, api_name="list_loras")
     gr.api(handlers.history, api_name="history")
     gr.api(handlers.history_settings, api_name="history_settings")
-    return GenerateTab(lora=lora, known=known, refresh_loras=handlers.refresh,
-                       load_loras=handlers.load, history_outputs=history_outputs,
-                       refresh_history=handlers.show_history)

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core.models import DEFAULT_MODEL, describe_source
 from ..errors import DreamStudioError, InputError
-from ..studio import Studio
+from ..studio import DEFAULT_MODEL, Studio, describe_source
 
 if TYPE_CHECKING:
     import gradio as gr

@@ -7,11 +7,9 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from ..config import LR_SCHEDULERS
+from ..config import LR_SCHEDULERS, TrainConfig, default_of
 from ..errors import InputError
-from ..studio import Studio
-from ..train.identifiers import class_noun_of, compose_prompts, split_instance_prompt
-from ..train.presets import PRESETS
+from ..studio import PRESETS, Studio, class_noun_of, compose_prompts, split_instance_prompt
 from .common import model_image_size, prepared_subjects
 
 DEFAULT_PRESET = next(iter(PRESETS))
@@ -22,6 +20,10 @@ MIXED_PRECISION_LABELS = [
     ("fp16: NVIDIA GPUs", "fp16"),
     ("bf16: recent GPUs/CPUs", "bf16"),
 ]
+
+
+def _default(name: str):
+    return default_of(TrainConfig, name)
 
 
 def _text(value) -> str | None:
@@ -160,11 +162,12 @@ def build_prior_preservation(w: dict) -> dict[str, gr.components.Component]:
         )
         with gr.Row():
             w["num_class_images"] = gr.Number(
-                100, label="Number of class images", precision=0, minimum=1,
+                _default("num_class_images"), label="Number of class images", precision=0,
+                minimum=1,
                 info="Made once and reused; 100-200 is typical.",
             )
             w["prior_loss_weight"] = gr.Number(
-                1.0, label="Prior loss weight", minimum=0, step=0.1,
+                _default("prior_loss_weight"), label="Prior loss weight", minimum=0, step=0.1,
                 info="How much the class pictures count next to your photos (1 = equally).",
             )
         w["class_summary"] = gr.Markdown("Type a class prompt to see its class images.")
@@ -185,8 +188,8 @@ def build_training_settings(studio: Studio, w: dict) -> dict[str, gr.components.
     with gr.Accordion("Training settings", open=True):
         with gr.Row():
             w["steps"] = gr.Number(
-                300, label="Steps", precision=0, minimum=1,
-                info="Training steps. ~300 suits 5-10 photos; far more can over-fit.",
+                _default("steps"), label="Steps", precision=0, minimum=1,
+                info="Training steps. The default suits 5-10 photos; far more can over-fit.",
             )
             w["resolution"] = gr.Slider(
                 64, 1024, value=model_image_size(studio.model), step=64, label="Resolution",
@@ -194,34 +197,35 @@ def build_training_settings(studio: Studio, w: dict) -> dict[str, gr.components.
             )
         with gr.Row():
             w["learning_rate"] = gr.Number(
-                5e-4, label="UNet learning rate", minimum=0, step=1e-5,
-                info="Step size for the image model's LoRA. 5e-4 is a good start.",
+                _default("learning_rate"), label="UNet learning rate", minimum=0, step=1e-5,
+                info="Step size for the image model's LoRA; the default is a good start.",
             )
             w["text_encoder_lr"] = gr.Number(
-                1e-4, label="Text-encoder learning rate", minimum=0, step=1e-5,
+                _default("text_encoder_lr"), label="Text-encoder learning rate", minimum=0,
+                step=1e-5,
                 info="Step size for the text model's LoRA; keep it below the UNet's.",
             )
         with gr.Row():
             w["rank"] = gr.Slider(
-                1, 64, value=4, step=1, label="LoRA rank",
+                1, 64, value=_default("rank"), step=1, label="LoRA rank",
                 info="Capacity of the LoRA: 4-8 is enough for one subject.",
             )
             w["batch_size"] = gr.Slider(
-                1, 8, value=1, step=1, label="Batch size",
+                1, 8, value=_default("batch_size"), step=1, label="Batch size",
                 info="Photos per step; more needs more memory.",
             )
         with gr.Row():
             w["train_text_encoder"] = gr.Checkbox(
-                True, label="Train the text encoder too",
+                _default("train_text_encoder"), label="Train the text encoder too",
                 info="Helps the model tie your identifier to the subject; slightly slower.",
             )
             w["flip"] = gr.Checkbox(
-                False, label="Random flip",
+                _default("flip"), label="Random flip",
                 info="Mirrors photos at random, like having twice as many. Leave off for "
                      "lopsided subjects (text, a parting on one side).",
             )
         w["export_kohya"] = gr.Checkbox(
-            True, label="Export for AUTOMATIC1111 / ComfyUI",
+            _default("export_kohya"), label="Export for AUTOMATIC1111 / ComfyUI",
             info="Also save one .safetensors file that AUTOMATIC1111, Forge and ComfyUI load.",
         )
     return w
@@ -231,51 +235,54 @@ def build_advanced(w: dict) -> dict[str, gr.components.Component]:
     with gr.Accordion("Advanced: previews, checkpoints, memory, schedule", open=False):
         with gr.Row():
             w["validation_every"] = gr.Number(
-                100, label="Validation image every (steps)", precision=0, minimum=0,
+                _default("validation_every"), label="Validation image every (steps)",
+                precision=0, minimum=0,
                 info="Draw a preview every N steps to watch the subject appear (0 = off). "
                      "Each costs a few seconds (minutes on a CPU).",
             )
             w["validation_prompt"] = gr.Textbox(
-                "", label="Validation prompt", placeholder="empty: the instance prompt",
+                _default("validation_prompt") or "", label="Validation prompt",
+                placeholder="empty: the instance prompt",
                 info="e.g. 'a photo of sks dog on the beach' shows whether the subject "
                      "goes into new scenes.",
             )
         with gr.Row():
             w["checkpoint_every"] = gr.Number(
-                100, label="Checkpoint every (steps)", precision=0, minimum=0,
+                _default("checkpoint_every"), label="Checkpoint every (steps)", precision=0,
+                minimum=0,
                 info="Save a point to resume from (0 = never): a cancelled or crashed run "
                      "continues from the latest one.",
             )
             w["keep_checkpoints"] = gr.Number(
-                2, label="Checkpoints to keep", precision=0, minimum=1,
+                _default("keep_checkpoints"), label="Checkpoints to keep", precision=0, minimum=1,
                 info="Older ones are deleted to save disk space.",
             )
         with gr.Row():
             w["mixed_precision"] = gr.Dropdown(
-                MIXED_PRECISION_LABELS, value="auto", label="Mixed precision",
+                MIXED_PRECISION_LABELS, value=_default("mixed_precision"), label="Mixed precision",
                 info="Half precision is faster and needs less memory; 'auto' picks what "
                      "this computer does well. Choose 'no' if the loss becomes NaN.",
             )
             w["seed"] = gr.Number(
-                0, label="Seed", precision=0,
+                _default("seed"), label="Seed", precision=0,
                 info="Same seed + same settings = same result.",
             )
         with gr.Row():
             w["gradient_checkpointing"] = gr.Checkbox(
-                False, label="Gradient checkpointing",
+                _default("gradient_checkpointing"), label="Gradient checkpointing",
                 info="Less GPU memory, about 30% slower. Try it after an 'out of memory'.",
             )
             w["use_8bit_adam"] = gr.Checkbox(
-                False, label="8-bit Adam",
+                _default("use_8bit_adam"), label="8-bit Adam",
                 info="Keeps the optimizer's memory in 8 bits (NVIDIA GPU + bitsandbytes).",
             )
         with gr.Row():
             w["lr_scheduler"] = gr.Dropdown(
-                list(LR_SCHEDULERS), value="constant", label="Learning-rate schedule",
+                list(LR_SCHEDULERS), value=_default("lr_scheduler"), label="Learning-rate schedule",
                 info="constant keeps the rate; linear and cosine lower it towards the end.",
             )
             w["lr_warmup_steps"] = gr.Number(
-                0, label="Warm-up steps", precision=0, minimum=0,
+                _default("lr_warmup_steps"), label="Warm-up steps", precision=0, minimum=0,
                 info="Steps at the start with a rising rate (0 = none; not used by "
                      "'constant'); helps with high rates.",
             )

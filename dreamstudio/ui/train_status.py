@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pandas as pd
 
-from ..train.jobs import JobStatus
 from .common import duration
+
+if TYPE_CHECKING:
+    from ..studio import JobStatus
 
 MAX_PLOT_POINTS = 500
 PHASES = {
@@ -28,9 +31,11 @@ KOHYA_HINT = ("load this in AUTOMATIC1111 / Forge / ComfyUI (copy it into their 
 _VALIDATION_NAME = re.compile(r"^step-(\d+)-(\d+)\.png$")
 
 
-def status_dict(status: JobStatus) -> dict:
-    """The training status as plain JSON data (for the API and the Markdown view)."""
+def status_dict(status: JobStatus, address: tuple[str, str] | None = None) -> dict:
+    """The training status as plain JSON data (for the API and the Markdown view);
+    `address` is the run's (subject, run name), as Studio.run_address finds it."""
     p, cfg, result = status.progress, status.config, status.result
+    subject, run = address or (None, cfg.output_dir.name if cfg else None)
     message = result.message if result else (p.message if p else "")
     return {
         "state": status.state,
@@ -45,8 +50,8 @@ def status_dict(status: JobStatus) -> dict:
         "eta_seconds": round(p.eta_seconds, 1) if p and p.eta_seconds is not None else None,
         "message": message,
         "error": status.error,
-        "subject": cfg.output_dir.parent.parent.name if cfg else None,
-        "run": cfg.output_dir.name if cfg else None,
+        "subject": subject,
+        "run": run,
         "resumed": bool(cfg and cfg.resume),
         "lora_dir": str(result.output_dir) if result and result.lora_path else None,
         "kohya_path": str(result.kohya_path) if result and result.kohya_path else None,

@@ -18,9 +18,7 @@ class images alone because other subjects of that class reuse them.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -36,15 +34,34 @@ _TRASH_PREFIX = ".deleting-"
 
 
 @dataclass
+class LoraFacts:
+    """What a LoRA's saved record says about its training."""
+
+    instance_prompt: str | None = None
+    steps: int | None = None
+    rank: int | None = None
+    final_loss: float | None = None
+    finished_at: str | None = None  # ISO 8601, as the trainer wrote it
+
+
+@dataclass
 class LoraEntry:
     subject: str
     name: str
     path: Path
-    info: dict
+    info: dict  # the LoRA's dreamstudio_lora.json
 
     @property
     def label(self) -> str:
         return f"{self.subject} / {self.name}"
+
+    @property
+    def facts(self) -> LoraFacts:
+        config = self.info.get("config", {})
+        return LoraFacts(instance_prompt=config.get("instance_prompt"),
+                         steps=config.get("steps"), rank=config.get("rank"),
+                         final_loss=self.info.get("final_loss"),
+                         finished_at=self.info.get("finished_at"))
 
 
 class Workspace:
@@ -88,21 +105,20 @@ class Workspace:
         return has_manifest(self.photos_dir(subject))
 
     def run_address(self, path: Path) -> tuple[str, str] | None:
-        """(subject, run name) of a run folder subjects/<subject>/loras/<run>, else None."""
-        path = Path(path).resolve()
-        loras = path.parent
-        if loras.name != "loras" or loras.parent.parent != self.subjects_dir:
+        """(subject, run) of a run folder <root>/subjects/<subject>/loras/<run>; None for a
+        path that is not one (e.g. a run the command line wrote elsewhere)."""
+        try:
+            parts = Path(path).resolve().relative_to(self.subjects_dir).parts
+        except ValueError:
             return None
-        return loras.parent.name, path.name
+        if len(parts) != 3 or parts[1] != "loras":
+            return None
+        return parts[0], parts[2]
 
-    def class_images_dir(self, model: str, class_prompt: str, resolution: int) -> Path:
-        """One folder per (base model, class prompt, resolution), reused across subjects.
-        The key's short SHA-1 names the folder (not a content digest): changing it would
-        orphan every class-image folder made so far."""
-        key = f"{model}\n{class_prompt.strip().lower()}\n{resolution}"
-        digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
-        slug = re.sub(r"[^a-z0-9]+", "-", class_prompt.lower()).strip("-")[:40] or "class"
-        return self.root / "class_images" / f"{slug}-{resolution}-{digest}"
+    def uploaded_count(self, subject: str) -> int:
+        """How many files were uploaded for the subject (prepared or not)."""
+        folder = self.originals_dir(subject)
+        return len(list(folder.iterdir())) if folder.is_dir() else 0
 
     def subjects(self) -> list[str]:
         return sorted(p.name for p in self.subjects_dir.iterdir()

@@ -16,13 +16,15 @@ from dreamstudio.ui.launch import SHARE_USER, launch, main, parse_args
 
 pytestmark = pytest.mark.slow
 
-SUBJECT = "dog"
+SUBJECT = "dog"  # prepared and trained once (the `trained` fixture); no test changes it
 PROMPT = "a photo of sks dog"
+RUN = "run1"
+LABEL = f"{SUBJECT} / {RUN}"
 
 
-def _train_args(run_name: str, steps: int) -> dict:
+def _train_args(run_name: str, steps: int, subject: str = SUBJECT) -> dict:
     return {
-        "subject": SUBJECT, "instance_prompt": PROMPT, "prior_preservation": False,
+        "subject": subject, "instance_prompt": PROMPT, "prior_preservation": False,
         "class_prompt": "", "num_class_images": 100, "prior_loss_weight": 1.0, "steps": steps,
         "resolution": 64, "learning_rate": 1e-3, "text_encoder_lr": 1e-4,
         "train_text_encoder": True, "rank": 4, "batch_size": 1, "seed": 0,
@@ -62,6 +64,38 @@ def prepared(app, dog_photos, tmp_path_factory):
     return client.predict(SUBJECT, files, "object", 64, 2.2, api_name="/prepare")
 
 
+@pytest.fixture(scope="module")
+def trained(app, prepared) -> dict:
+    """'dog / run1' trained once through the API (6 steps); returns its final status.
+    Tests generate with it and score it, but none changes its photos or its LoRA."""
+    client = app[0]
+    assert "Training started" in client.predict(**_train_args(RUN, steps=6))
+    return _wait_until_done(client)
+
+
+@pytest.fixture
+def new_subject(app, dog_photos):
+    """Prepares a subject of the test's own (4 real photos) and returns its crops' names:
+    tests that edit, rename or delete photos leave the shared subject alone."""
+    from gradio_client import handle_file
+
+    client, _, workspace, _ = app
+
+    def prepare(name: str) -> list[str]:
+        files = [handle_file(str(p)) for p in dog_photos[:4]]
+        client.predict(name, files, "object", 64, 2.2, api_name="/prepare")
+        return [r["output"] for r in _manifest(workspace, name)["results"]]
+
+    return prepare
+
+
+def _manifest(workspace: Path, subject: str) -> dict:
+    import json
+
+    return json.loads((workspace / "subjects" / subject / "photos" / "manifest.json")
+                      .read_text(encoding="utf-8"))
+
+
 def test_prepare_keeps_good_photos_and_explains_rejects(app, prepared):
     client, _, workspace, _ = app
     summary, gallery, rejected, *_ = prepared
@@ -70,8 +104,7 @@ def test_prepare_keeps_good_photos_and_explains_rejects(app, prepared):
     for item in gallery:
         with Image.open(item["image"]) as im:
             assert im.size == (64, 64)
-    assert [row[0] for row in rejected["data"]] == ["empty.jpg"]
-    assert rejected["data"][0][1]  # a reason a person can read
+    assert rejected["data"] == [["empty.jpg", "empty file (0 bytes)"]]
     assert len(list((workspace / "subjects" / SUBJECT / "photos").glob("*.png"))) == 3
 
     # Picking the subject again shows its current crops.
@@ -91,49 +124,51 @@ def test_app_serves_workspace_files_only(app, prepared):
     assert httpx.get(f"{base}{outside}").status_code in (403, 404)
 
 
-def test_second_training_is_refused_and_cancel_works(app, prepared):
+def test_second_training_is_refused_and_cancel_works(app, new_subject):
     client, _, workspace, _ = app
-    started = client.predict(**_train_args("long", steps=100_000))
-    assert "Training started" in started
-    refused = client.predict(**_train_args("other", steps=5))
+    new_subject("pup")
+    started = client.predict(**_train_args("long", steps=100_000, subject="pup"))
+    assert "Training started" in started and "**pup / long**" in started
+    refused = client.predict(**_train_args("other", steps=5, subject="pup"))
     assert "already in progress" in refused
     assert "Cancelling" in client.predict(api_name="/cancel_training")
     status = _wait_until_done(client, timeout=60)
     assert status["state"] == "cancelled", status
     assert "cancelled" in status["message"].lower()
     assert status["lora_dir"] is None
-    assert not list((workspace / "subjects" / SUBJECT / "loras").glob("long/*.safetensors"))
+    assert not list((workspace / "subjects" / "pup" / "loras").glob("long/*.safetensors"))
     assert "nothing to cancel" in client.predict(api_name="/cancel_training")
 
 
-def test_train_then_generate_with_cached_model(app, prepared):
+def test_train_then_generate_with_cached_model(app, trained):
     client, studio, workspace, _ = app
-    assert "Training started" in client.predict(**_train_args("run1", steps=6))
-    status = _wait_until_done(client)
-    assert status["state"] == "completed", status
-    assert status["step"] == status["total_steps"] == 6
-    assert status["lora_dir"] and Path(status["lora_dir"]).is_dir()
-
-    label = f"{SUBJECT} / run1"
-    assert label in client.predict(api_name="/list_loras")
+    assert trained["state"] == "completed", trained
+    assert trained["step"] == trained["total_steps"] == 6
+    assert (trained["subject"], trained["run"]) == (SUBJECT, RUN)
+    assert trained["lora_dir"] and Path(trained["lora_dir"]).is_dir()
+    assert LABEL in client.predict(api_name="/list_loras")
+    generated = workspace / "subjects" / SUBJECT / "generated"
+    before = set(generated.glob("*.png"))
 
     def generate(unet_scale: float) -> np.ndarray:
         gallery, caption = client.predict(
-            lora=label, prompt=PROMPT, negative_prompt="", unet_scale=unet_scale,
+            lora=LABEL, prompt=PROMPT, negative_prompt="", unet_scale=unet_scale,
             text_encoder_scale=1.0, guidance=7.5, steps=3, seed=0, num_images=1,
             height=64, width=64, api_name="/generate",
         )
-        assert len(gallery) == 1 and label in caption
+        assert len(gallery) == 1 and LABEL in caption
         with Image.open(gallery[0]["image"]) as im:
             assert im.size == (64, 64)
             return np.asarray(im.convert("RGB"), dtype=np.int16)
 
-    with_lora, without_lora = generate(1.0), generate(0.0)
+    with_lora = generate(1.0)
+    lora_loads = studio.generator.lora_loads
+    without_lora = generate(0.0)
     assert np.abs(with_lora - without_lora).max() > 0
-    assert len(list((workspace / "subjects" / SUBJECT / "generated").glob("*.png"))) == 2
+    assert len(set(generated.glob("*.png")) - before) == 2
     # Moving a slider and generating again changes adapter weights; nothing reloads.
     assert studio.generator.model_loads == 1
-    assert studio.generator.lora_loads == 1
+    assert studio.generator.lora_loads == lora_loads
 
 
 def test_user_errors_come_back_as_messages(app, prepared):
@@ -182,85 +217,74 @@ def test_missing_local_model_fails_at_startup(tmp_path, capsys):
 
 # ---- Data tab: reviewing photos, renaming and deleting subjects ---------------------------
 
-REVIEWED = "review-cat"
-
-
-def _manifest(workspace: Path, subject: str) -> dict:
-    import json
-
-    return json.loads((workspace / "subjects" / subject / "photos" / "manifest.json")
-                      .read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="module")
-def reviewed(app, dog_photos):
-    """A second subject, so these tests leave the trained 'dog' alone."""
-    from gradio_client import handle_file
-
-    client, _, workspace, _ = app
-    files = [handle_file(str(p)) for p in dog_photos[:4]]
-    client.predict(REVIEWED, files, "object", 64, 2.2, api_name="/prepare")
-    return [r["output"] for r in _manifest(workspace, REVIEWED)["results"]]
-
-
-def test_exclude_and_include_a_photo_through_the_app(app, reviewed):
+def test_exclude_and_include_a_photo_through_the_app(app, new_subject):
     from dreamstudio.data.manifest import image_files
 
     client, _, workspace, _ = app
-    photos = workspace / "subjects" / REVIEWED / "photos"
+    subject = "review-cat"
+    reviewed = new_subject(subject)
+    photos = workspace / "subjects" / subject / "photos"
     assert len(image_files(photos)) == 4
-    text, summary, gallery, _ = client.predict(REVIEWED, reviewed[1], True,
+    text, summary, gallery, _ = client.predict(subject, reviewed[1], True,
                                                api_name="/exclude_photo")
     assert "Left out of training" in text
     assert "left 1 out of training, so 3 will be used" in summary
     assert "(left out)" in gallery[1]["caption"] and len(gallery) == 4
-    assert _manifest(workspace, REVIEWED)["excluded"] == [reviewed[1]]
+    assert _manifest(workspace, subject)["excluded"] == [reviewed[1]]
     assert [p.name for p in image_files(photos)] == [reviewed[0], *reviewed[2:]]
 
-    text, summary, gallery, _ = client.predict(REVIEWED, reviewed[1], False,
+    text, summary, gallery, _ = client.predict(subject, reviewed[1], False,
                                                api_name="/exclude_photo")
     assert "Left out" not in text and "left 1 out" not in summary
-    assert _manifest(workspace, REVIEWED)["excluded"] == []
+    assert _manifest(workspace, subject)["excluded"] == []
     assert len(image_files(photos)) == 4
-    text, *_ = client.predict(REVIEWED, "no-such.png", True, api_name="/exclude_photo")
+    text, *_ = client.predict(subject, "no-such.png", True, api_name="/exclude_photo")
     assert text.startswith("⚠️") and "no-such.png" in text
 
 
-def test_recrop_a_photo_by_hand_through_the_app(app, reviewed):
+def test_recrop_a_photo_by_hand_through_the_app(app, new_subject):
     client, _, workspace, _ = app
-    crop = workspace / "subjects" / REVIEWED / "photos" / reviewed[0]
+    subject = "recrop-cat"
+    reviewed = new_subject(subject)
+    crop = workspace / "subjects" / subject / "photos" / reviewed[0]
     before = crop.read_bytes()
-    out = client.predict(REVIEWED, reviewed[0], 10, 20, 300, api_name="/recrop_photo")
+    out = client.predict(subject, reviewed[0], 10, 20, 300, api_name="/recrop_photo")
     text, sliders = out[0], out[5:8]  # x, y, side come back as updates with new limits
     assert "crop 300 px at (10, 20), set by hand" in text
     assert [s["value"] for s in sliders] == [10, 20, 300]
     assert [s["maximum"] for s in sliders] == [780, 780, 780]  # the photo's own size
-    result = _manifest(workspace, REVIEWED)["results"][0]
+    result = _manifest(workspace, subject)["results"][0]
     assert result["crop_box"] == [10, 20, 310, 320] and result["manual_crop"] is True
     assert crop.read_bytes() != before
     with Image.open(crop) as im:
         assert im.size == (64, 64)
 
     # Back to the automatic centre square.
-    out = client.predict(REVIEWED, reviewed[0], api_name="/reset_crop")
+    out = client.predict(subject, reviewed[0], api_name="/reset_crop")
     assert "centre square" in out[0]
-    assert _manifest(workspace, REVIEWED)["results"][0]["manual_crop"] is False
+    assert _manifest(workspace, subject)["results"][0]["manual_crop"] is False
 
 
-def test_rename_and_delete_a_subject_through_the_app(app, prepared, reviewed, monkeypatch):
+def test_rename_and_delete_a_subject_through_the_app(app, new_subject, monkeypatch):
     client, studio, workspace, _ = app
+    subject = "rename-cat"
+    new_subject(subject)
+    new_subject("taken")
     subjects = workspace / "subjects"
-    for bad in ("../x", "dog", "", "a/b"):
-        message, *_ = client.predict(REVIEWED, bad, api_name="/rename_subject")
+    for bad in ("../x", "taken", "", "a/b"):
+        message, *_ = client.predict(subject, bad, api_name="/rename_subject")
         assert message.startswith("⚠️"), (bad, message)
-    assert (subjects / REVIEWED).is_dir() and not (workspace / "x").exists()
+    assert (subjects / subject).is_dir() and not (workspace / "x").exists()
 
     new = "Mieze 猫"
-    message, dropdown, _ = client.predict(REVIEWED, new, api_name="/rename_subject")
-    assert f"to **{new}**" in message
-    assert dropdown["value"] == new and [c[1] for c in dropdown["choices"]] == [new, SUBJECT]
+    message, dropdown, new_name = client.predict(subject, new, api_name="/rename_subject")
+    assert f"to **{new}**" in message and new_name == ""
+    choices = [c[1] for c in dropdown["choices"]]
+    assert dropdown["value"] == new and new in choices and subject not in choices
+    assert choices == sorted(p.name for p in subjects.iterdir()
+                             if p.is_dir() and not p.name.startswith("."))
     assert (subjects / new / "photos" / "manifest.json").is_file()
-    assert not (subjects / REVIEWED).exists()
+    assert not (subjects / subject).exists()
 
     message, *_ = client.predict(new, False, api_name="/delete_subject")
     assert message.startswith("⚠️") and "tick 'Yes, delete'" in message
@@ -277,16 +301,18 @@ def test_rename_and_delete_a_subject_through_the_app(app, prepared, reviewed, mo
 
     message, dropdown, confirm = client.predict(new, True, api_name="/delete_subject")
     assert message == f"Deleted **{new}**." and confirm is False
-    assert dropdown["value"] is None and [c[1] for c in dropdown["choices"]] == [SUBJECT]
-    assert not (subjects / new).exists() and (subjects / SUBJECT).is_dir()
+    choices = [c[1] for c in dropdown["choices"]]
+    assert dropdown["value"] is None and new not in choices and "taken" in choices
+    assert not (subjects / new).exists() and (subjects / "taken").is_dir()
 
 
 # ---- Train tab: run names, resume, live visibility, identifier, class images ---------------
 
-def test_training_shows_validation_images_files_and_resumes(app, prepared):
+def test_training_shows_validation_images_files_and_resumes(app, new_subject):
     client = app[0]
-    args = {**_train_args("visible", steps=4), "validation_every": 2, "checkpoint_every": 2,
-            "export_kohya": True, "mixed_precision": "no"}
+    new_subject("rex")
+    args = {**_train_args("visible", steps=4, subject="rex"), "validation_every": 2,
+            "checkpoint_every": 2, "export_kohya": True, "mixed_precision": "no"}
     assert "Training started" in client.predict(**args)
     status = _wait_until_done(client)
     assert status["state"] == "completed", status
@@ -299,7 +325,7 @@ def test_training_shows_validation_images_files_and_resumes(app, prepared):
     # The name is taken now: refused, with a free name to use instead.
     refused = client.predict(**args)
     assert refused.startswith("⚠️") and "already exists" in refused and "'visible-2'" in refused
-    assert "checkpoint at step 2" in client.predict(SUBJECT, "visible", api_name="/run_info")
+    assert "checkpoint at step 2" in client.predict("rex", "visible", api_name="/run_info")
 
     # Resume refuses other settings before anything loads, then continues with the same.
     mismatch = client.predict(**{**args, "rank": 8, "steps": 6,
@@ -346,25 +372,17 @@ def test_own_class_images_join_the_shared_folder(app, dog_photos):
 
 # ---- Generate tab: grids, samplers, history, stop; Evaluate tab ----------------------------
 
-def _trained_label(client) -> str:
-    """'dog / run1', trained here unless an earlier test already did."""
-    label = f"{SUBJECT} / run1"
-    if label not in client.predict(api_name="/list_loras"):
-        assert "Training started" in client.predict(**_train_args("run1", steps=6))
-        assert _wait_until_done(client)["state"] == "completed"
-    return label
-
-
 def _generate_args(label: str, **changes) -> dict:
     return {"lora": label, "prompt": PROMPT, "negative_prompt": "", "unet_scale": 1.0,
             "text_encoder_scale": 1.0, "guidance": 7.5, "steps": 2, "seed": 3, "num_images": 1,
             "height": 64, "width": 64, "sampler": "Euler a", **changes}
 
 
-def test_grid_sampler_and_history_through_the_app(app, prepared):
+def test_grid_sampler_and_history_through_the_app(app, trained):
     client, studio, workspace, _ = app
-    label = _trained_label(client)
+    label = LABEL
     generated = workspace / "subjects" / SUBJECT / "generated"
+    grids = len(list(generated.glob("*_grid_*.png")))
     lora_loads = studio.generator.lora_loads
     gallery, caption = client.predict(
         **_generate_args(label), x_axis="unet_scale", x_values="0, 1", y_axis="guidance",
@@ -373,7 +391,7 @@ def test_grid_sampler_and_history_through_the_app(app, prepared):
     assert "X = LoRA UNet scale 0, 1; Y = CFG scale 3, 7" in caption
     with Image.open(gallery[0]["image"]) as im:
         assert im.width > 2 * 64 and im.height > 2 * 64  # cells plus their labels
-    assert len(list(generated.glob("*_grid_*.png"))) == 1
+    assert len(list(generated.glob("*_grid_*.png"))) == grids + 1
     # One model load for the app's life; at most this LoRA's own load for the whole grid.
     assert studio.generator.model_loads == 1
     assert studio.generator.lora_loads - lora_loads <= 1
@@ -407,9 +425,9 @@ def test_grid_sampler_and_history_through_the_app(app, prepared):
     assert all(not item["parameters"]["lora_dir"] for item in base_history)
 
 
-def test_stop_interrupts_a_running_grid(app, prepared):
+def test_stop_interrupts_a_running_grid(app, trained):
     client, _, workspace, _ = app
-    label = _trained_label(client)
+    label = LABEL
     grids = workspace / "subjects" / SUBJECT / "generated"
     before = len(list(grids.glob("*_grid_*.png")))
     assert "nothing to stop" in client.predict(api_name="/stop_generation")
@@ -425,13 +443,13 @@ def test_stop_interrupts_a_running_grid(app, prepared):
     assert len(list(grids.glob("*_grid_*.png"))) == before
 
 
-def test_evaluate_tab_scores_a_lora_with_the_cached_model(app, prepared, tmp_path):
+def test_evaluate_tab_scores_a_lora_with_the_cached_model(app, trained, tmp_path):
     import json
 
     from tests.support.tiny_scorers import build_tiny_scorers
 
     client, studio, workspace, _ = app
-    label = _trained_label(client)
+    label = LABEL
     dino, clip = build_tiny_scorers(tmp_path)
     settings = {"lora": label, "kind": "auto", "images_per_prompt": 1, "num_prompts": 2,
                 "steps": 2, "dino_model": str(dino), "clip_model": str(clip)}
@@ -440,13 +458,18 @@ def test_evaluate_tab_scores_a_lora_with_the_cached_model(app, prepared, tmp_pat
     assert "Done" in status and "2 prompts × 1 images" in status, status
     assert [row[0] for row in prompts["data"]] == ["a sks dog in the jungle",
                                                    "a sks dog in the snow"]
-    assert all(-1 <= v <= 1 for row in prompts["data"] for v in row[1:])
     rows = {row[0]: row[1:] for row in summary["data"]}
     assert "DreamBooth, Stable Diffusion (paper)" in rows and len(samples) == 2
-    [folder] = (workspace / "subjects" / SUBJECT / "evaluations").glob("run1-*")
+    [folder] = (workspace / "subjects" / SUBJECT / "evaluations").glob(f"{RUN}-*")
     saved = json.loads((folder / "fidelity.json").read_text(encoding="utf-8"))
+    metrics = ("dino", "clip_i", "clip_t")
+    # Each prompt's scores are the saved ones, and the means row is their average.
+    assert prompts["data"] == [[r["prompt"], *(round(r[m], 3) for m in metrics)]
+                               for r in saved["rows"]]
+    for m in metrics:
+        assert saved["means"][m] == pytest.approx(sum(r[m] for r in saved["rows"]) / 2)
     mean = rows["This LoRA: mean of 2 prompts"]
-    assert mean == [round(saved["means"][m], 3) for m in ("dino", "clip_i", "clip_t")]
+    assert mean == [round(saved["means"][m], 3) for m in metrics]
     assert saved["real_images"] and all("/photos/" in p for p in saved["real_images"])
     assert sorted(Path(f).name for f in files) == ["fidelity.csv", "fidelity.json"]
     assert studio.generator.model_loads == 1

@@ -14,7 +14,7 @@ from dreamstudio.train.jobs import JobStatus
 from dreamstudio.train.presets import PRESETS
 from dreamstudio.ui.train_form import FIELDS, FILLABLE, form_values, train_settings
 from dreamstudio.ui.train_status import status_dict, status_markdown, validation_items
-from dreamstudio.ui.train_tab import run_markdown
+from dreamstudio.ui.train_text import run_markdown
 from dreamstudio.workspace.runs import RunInfo
 
 
@@ -75,7 +75,8 @@ def _status(tmp_path, state="completed") -> JobStatus:
 
 
 def test_the_finished_status_names_its_files(tmp_path):
-    s = status_dict(_status(tmp_path))
+    s = status_dict(_status(tmp_path), ("dog", "first-try"))
+    assert (s["subject"], s["run"]) == ("dog", "first-try")
     assert s["elapsed_seconds"] == pytest.approx(125, abs=0.2)  # from the job's start
     assert s["kohya_path"].endswith("first-try.safetensors")
     assert s["log_path"].endswith("first-try/train.log")
@@ -83,6 +84,10 @@ def test_the_finished_status_names_its_files(tmp_path):
     assert "load this in AUTOMATIC1111 / Forge / ComfyUI" in text
     assert "gradio_api/file=" in text and "train.log" in text
     assert "Elapsed 2 min 05 s" in text
+    assert "Finished *dog / first-try*" in text
+    # A run outside any workspace (no address) is named by its folder alone.
+    outside = status_dict(_status(tmp_path))
+    assert (outside["subject"], outside["run"]) == (None, "first-try")
 
 
 def test_validation_images_are_captioned_by_step(tmp_path):
