@@ -26,15 +26,18 @@ def check(condition: bool, message: str) -> None:
         raise InputError(message)
 
 
-def default_of(config_class, name: str):
-    """The default of field `name` of a config dataclass: for callers that need a default
-    before they have a config (a form, a CLI option), so that it is never written twice."""
-    spec = config_class.__dataclass_fields__[name]
-    if spec.default is not dataclasses.MISSING:
-        return spec.default
-    if spec.default_factory is not dataclasses.MISSING:
-        return spec.default_factory()
-    raise KeyError(f"{config_class.__name__}.{name} has no default")
+def default_of(config_class: type, name: str):
+    """The default of field `name` of a config dataclass, for callers that need it before
+    they have a config (a widget, a CLI option): so that no default is ever written twice."""
+    for spec in dataclasses.fields(config_class):
+        if spec.name != name:
+            continue
+        if spec.default is not dataclasses.MISSING:
+            return spec.default
+        if spec.default_factory is not dataclasses.MISSING:
+            return spec.default_factory()
+        raise ValueError(f"{config_class.__name__}.{name} has no default")
+    raise KeyError(f"{config_class.__name__} has no field {name!r}")
 
 
 def as_path(value) -> Path | None:

@@ -4,34 +4,17 @@ errors into a message in their own message widget, and the pure Data tab texts."
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 
 import gradio as gr
 import pytest
 
-from dreamstudio.config import GenerateConfig, TrainConfig
-from dreamstudio.data.prepare import PhotoResult, PrepareConfig, PrepareReport
+from dreamstudio.config import GenerateConfig, PrepareConfig, TrainConfig
+from dreamstudio.data.manifest import PhotoResult, PrepareReport
 from dreamstudio.errors import InputError
 from dreamstudio.evaluate.evaluate import EvalConfig
 from dreamstudio.studio import Studio
 from dreamstudio.ui import data_text
-from dreamstudio.ui.common import default_of, guarded
-
-
-def test_default_of_reads_the_dataclass_field():
-    assert default_of(TrainConfig, "learning_rate") == 5e-4
-    assert default_of(GenerateConfig, "guidance") == 7.5
-
-    @dataclass
-    class Config:
-        needed: int
-        listed: list = field(default_factory=lambda: [1, 2])
-
-    assert default_of(Config, "listed") == [1, 2]
-    with pytest.raises(ValueError, match="no default"):
-        default_of(Config, "needed")
-    with pytest.raises(KeyError, match="no field 'steps'"):
-        default_of(Config, "steps")
+from dreamstudio.ui.common import guarded
 
 
 class _Handlers:

@@ -29,7 +29,7 @@ def test_a_run_folder_names_its_subject_and_run(tmp_path):
 
 
 def test_photos_count_as_prepared_once_their_manifest_is_written(tmp_path):
-    from dreamstudio.data.prepare import MANIFEST_NAME
+    from dreamstudio.data.manifest import MANIFEST_NAME
 
     studio = Studio(tmp_path / "ws", model="/m/tiny")
     assert not studio.has_photos("dog") and studio.uploaded_count("dog") == 0
