@@ -134,3 +134,58 @@ def test_each_kind_of_violation_is_caught(tmp_path):
          "its __all__"),
         f"dreamstudio/ui/bad.py:7: imports dreamstudio.train; {only}",
     ]
+
+
+def _top_level_imports(path: Path, root: Path) -> set[str]:
+    """Modules of the package that the file at `path` imports when it is imported: every
+    import outside function bodies, those under `if TYPE_CHECKING:` included."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            lines |= {n.lineno for n in ast.walk(node) if isinstance(n, ast.Import | ast.ImportFrom)}
+    modules = {_module_name(p, root) for p in root.rglob("*.py")}
+    found = set()
+    for target, names, line in imports(path, root):
+        if line in lines:
+            continue
+        # `from package import module` imports the module too.
+        found |= {t for t in [target, *(f"{target}.{n}" for n in names)] if t in modules}
+    return found
+
+
+def import_cycles(root: Path = PACKAGE) -> list[list[str]]:
+    graph = {_module_name(p, root): _top_level_imports(p, root) for p in root.rglob("*.py")}
+    cycles, done, stack = [], set(), []
+
+    def visit(module: str) -> None:
+        if module in stack:
+            cycles.append(stack[stack.index(module):] + [module])
+            return
+        if module in done:
+            return
+        stack.append(module)
+        for target in sorted(graph.get(module, ())):
+            visit(target)
+        stack.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+    return cycles
+
+
+def test_no_module_imports_itself_round_a_cycle():
+    assert import_cycles() == []
+
+
+def test_a_cycle_under_type_checking_is_caught(tmp_path):
+    root = _package(tmp_path, {
+        "data/__init__.py": "",
+        "data/prepare.py": "from .checks import warn\nclass Report: ...\n",
+        "data/checks.py": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                           "    from .prepare import Report\n"
+                           "def later():\n    from ..train import jobs\n"),
+    })
+    assert import_cycles(root) == [
+        ["dreamstudio.data.checks", "dreamstudio.data.prepare", "dreamstudio.data.checks"]]

@@ -14,11 +14,11 @@ from pathlib import Path
 from ..config import GenerateConfig, as_path, check
 from ..errors import InputError
 from ..lora.files import CONFIG_NAME, WEIGHTS_NAME, is_lora_dir, read_lora_info
+from ..train.identifiers import split_instance_prompt
 from .prompts import (
     KINDS,
     fill,
     infer_kind,
-    split_instance_prompt,
     templates_for,
     without_identifier,
 )

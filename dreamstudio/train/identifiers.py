@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.models import DEFAULT_MODEL, describe_source
-from ..errors import ModelLoadError
+from ..errors import InputError, ModelLoadError
+from ..evaluate.prompts import SUBJECT_CLASSES
 
 PROMPT_TEMPLATE = "a photo of {}"
 WORD_END = "</w>"  # CLIP's marker of a token that ends a word
@@ -77,14 +78,72 @@ def class_noun_of(class_prompt: str | None) -> str:
     return " ".join(words)
 
 
-def split_instance_prompt(prompt: str | None) -> tuple[str, str] | None:
-    """'a photo of sks dog' -> ('sks', 'dog'); None if the prompt is not of that form."""
+def parse_template_prompt(prompt: str | None) -> tuple[str, str] | None:
+    """The inverse of compose_prompts: 'a photo of sks dog' -> ('sks', 'dog'); None if the
+    prompt is not of that form (the Train form then leaves its fields alone)."""
     text = (prompt or "").strip()
     prefix = PROMPT_TEMPLATE.format("")
     if not text.lower().startswith(prefix):
         return None
     words = text[len(prefix):].split()
     return (words[0], " ".join(words[1:])) if len(words) >= 2 else None
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^\w\s-]", " ", text).split()
+
+
+def split_instance_prompt(
+    instance_prompt: str, class_noun: str | None = None, class_prompt: str | None = None
+) -> tuple[str, str]:
+    """(identifier, class noun) of a training prompt such as 'a photo of sks dog'.
+
+    The class noun is `class_noun` if given, else the first of these found in the prompt:
+    what the class prompt adds to the words both prompts share ('a photo of dog' -> 'dog'),
+    a known multi-word class ('stuffed animal'), the last word. The identifier is the word
+    right before the class noun.
+    """
+    words = _words(instance_prompt)
+    if class_noun:
+        candidates = [class_noun]
+    else:
+        candidates = []
+        if class_prompt:
+            class_words = _words(class_prompt)
+            shared = 0
+            while (shared < min(len(words), len(class_words))
+                   and words[shared].lower() == class_words[shared].lower()):
+                shared += 1
+            candidates.append(" ".join(class_words[shared:]))
+        multi_word = {c for c in SUBJECT_CLASSES.values() if " " in c}
+        candidates += sorted(multi_word, key=len, reverse=True)
+        candidates += words[-1:]
+    lowered = [w.lower() for w in words]
+    for candidate in candidates:
+        noun = [w.lower() for w in _words(candidate)]
+        if not noun:
+            continue
+        # The last occurrence that has a word before it: that word is the identifier.
+        for start in range(len(words) - len(noun), 0, -1):
+            if lowered[start:start + len(noun)] == noun:
+                return words[start - 1], " ".join(words[start:start + len(noun)])
+    if class_noun:
+        raise InputError(
+            f"Cannot find the class noun '{class_noun}' after an identifier in the training "
+            f"prompt '{instance_prompt}'. Give the identifier too (e.g. --identifier sks)."
+        )
+    raise InputError(
+        f"Cannot tell the identifier and the class noun apart in the training prompt "
+        f"'{instance_prompt}'. Give them explicitly (e.g. --identifier sks --class-noun dog)."
+    )
+
+
+def identifier_of(instance_prompt: str, class_prompt: str | None = None) -> str:
+    """The identifier recorded with a LoRA; the whole prompt if none can be told apart."""
+    try:
+        return split_instance_prompt(instance_prompt, class_prompt=class_prompt)[0]
+    except InputError:
+        return instance_prompt
 
 
 def tokenizer_source(model: str, model_config_dir: str | None = None) -> str:

@@ -28,6 +28,7 @@ from ..lora.kohya import export_kohya, subject_file_name
 from .checkpoints import Checkpoint
 from .class_images import generate_missing_class_images
 from .events import ProgressFn, TrainProgress, TrainResult
+from .identifiers import identifier_of
 from .latents import LatentCache, LoadedImages, load_images, tokenize
 from .resume import check_resumable, restore_session, save_session
 from .session import TrainingSession
@@ -300,7 +301,6 @@ def _finish(session: TrainingSession, steps_per_second: float) -> TrainResult:
 def _info(session: TrainingSession, steps_per_second: float) -> dict:
     """The record saved beside the LoRA weights: how it was trained, for the app to show."""
     cfg, losses = session.config, session.losses
-    words = cfg.instance_prompt.split()
     return {
         "format": "diffusers-lora",
         "config": cfg.to_dict(),
@@ -312,7 +312,7 @@ def _info(session: TrainingSession, steps_per_second: float) -> dict:
         "seconds": round(time.monotonic() - session.start, 2),
         "steps_per_second": round(steps_per_second, 4),
         "device": str(session.device),
-        "identifier": words[-2] if len(words) >= 2 else cfg.instance_prompt,
+        "identifier": identifier_of(cfg.instance_prompt, cfg.class_prompt),
         "subject_name": cfg.subject_name or Path(cfg.output_dir).name,
         "validation_images": [Path(p).name for p in session.validation_images],
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -9,7 +9,7 @@ import gradio as gr
 
 from ..config import LR_SCHEDULERS, TrainConfig, default_of
 from ..errors import InputError
-from ..studio import PRESETS, Studio, class_noun_of, compose_prompts, split_instance_prompt
+from ..studio import PRESETS, Studio, class_noun_of, compose_prompts, parse_template_prompt
 from .common import model_image_size, prepared_subjects
 
 DEFAULT_PRESET = next(iter(PRESETS))
@@ -87,7 +87,7 @@ def form_values(settings: dict, identifier: str | None = None) -> dict:
             values["class_noun"] = class_noun_of(class_prompt)
     if settings.get("instance_prompt"):
         values["instance_prompt"] = settings["instance_prompt"]
-        parts = split_instance_prompt(settings["instance_prompt"])
+        parts = parse_template_prompt(settings["instance_prompt"])
         if parts:
             values["identifier"], values["class_noun"] = parts
     elif identifier and values.get("class_noun"):

@@ -18,7 +18,9 @@ class images alone because other subjects of that class reuse them.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -120,6 +122,15 @@ class Workspace:
         folder = self.originals_dir(subject)
         return len(list(folder.iterdir())) if folder.is_dir() else 0
 
+    def class_images_dir(self, model: str, class_prompt: str, resolution: int) -> Path:
+        """One folder per (base model, class prompt, resolution), reused across subjects.
+        The key's short SHA-1 names the folder (not a content digest): changing it would
+        orphan every class-image folder made so far."""
+        key = f"{model}\n{class_prompt.strip().lower()}\n{resolution}"
+        digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
+        slug = re.sub(r"[^a-z0-9]+", "-", class_prompt.lower()).strip("-")[:40] or "class"
+        return self.root / "class_images" / f"{slug}-{resolution}-{digest}"
+
     def subjects(self) -> list[str]:
         return sorted(p.name for p in self.subjects_dir.iterdir()
                       if p.is_dir() and not p.is_symlink() and _usable(p.name))
@@ -188,7 +199,7 @@ class Workspace:
         """The LoRA listed as `label` ('subject / run'), if it still exists."""
         return next((e for e in self.loras() if e.label == label), None)
 
-    def lora_at(self, path: Path) -> LoraEntry | None:
+    def lora_at(self, path: Path | str) -> LoraEntry | None:
         """The workspace LoRA stored in folder `path`, if it is one."""
         path = Path(path).resolve()
         return next((e for e in self.loras() if e.path.resolve() == path), None)

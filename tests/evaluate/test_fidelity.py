@@ -34,11 +34,11 @@ from dreamstudio.evaluate.prompts import (
     infer_kind,
     prompts_for,
     prompts_without_identifier,
-    split_instance_prompt,
 )
 from dreamstudio.evaluate.report import format_table
 from dreamstudio.evaluate.scorers import ClipScorer, DinoScorer, ScorerCache
 from dreamstudio.generate.generator import Generator
+from dreamstudio.train.identifiers import split_instance_prompt
 from dreamstudio.train.trainer import train
 from tests.support.tiny_scorers import build_tiny_scorers
 

@@ -10,8 +10,9 @@ from dreamstudio.train.identifiers import (
     check_identifier,
     class_noun_of,
     compose_prompts,
+    identifier_of,
     load_tokenizer,
-    split_instance_prompt,
+    parse_template_prompt,
 )
 
 
@@ -79,8 +80,16 @@ def test_prompt_helpers():
         "a photo of ohwx golden retriever", "a photo of golden retriever")
     assert class_noun_of("a photo of a person") == "person"
     assert class_noun_of("a photo of dog") == "dog"
-    assert split_instance_prompt("a photo of sks dog") == ("sks", "dog")
-    assert split_instance_prompt("sks dog in the snow") is None
+    assert parse_template_prompt("a photo of sks dog") == ("sks", "dog")
+    assert parse_template_prompt("sks dog in the snow") is None
+
+
+def test_the_identifier_recorded_with_a_lora_is_the_word_before_the_class_noun():
+    # One rule for the trainer's record, the evaluation and the kohya metadata.
+    assert identifier_of("a photo of sks dog") == "sks"
+    assert identifier_of("a photo of zwx stuffed animal") == "zwx"  # not 'stuffed'
+    assert identifier_of("a zwx red car", class_prompt="a red car") == "zwx"
+    assert identifier_of("sks") == "sks"  # nothing to tell apart: the prompt itself
 
 
 def test_a_missing_tokenizer_is_a_clear_error(tmp_path):
