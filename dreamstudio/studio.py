@@ -7,12 +7,11 @@ UI only turns widget values into typed configs and shows what comes back.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from .config import GenerateConfig, PrepareConfig, TrainConfig, default_of
+from .config import GenerateConfig, PrepareConfig, TrainConfig
 from .core.models import DEFAULT_MODEL, describe_source
 from .core.stop_flags import StopFlags
 from .data import review as photo_review
@@ -45,7 +44,6 @@ from .train.identifiers import (
     IdentifierCheck,
     class_noun_of,
     compose_prompts,
-    load_tokenizer,
     parse_template_prompt,
 )
 from .train.jobs import JobStatus, TrainingJobs
@@ -55,10 +53,10 @@ from .workspace.layout import LoraEntry, LoraFacts, Workspace
 from .workspace.locks import SubjectLocks
 from .workspace.runs import (
     RunInfo,
-    check_run_name,
     describe_run,
     list_runs,
     save_run_settings,
+    training_config_for,
 )
 
 
@@ -75,8 +73,7 @@ class Studio:
         self._subject_lock = SubjectLocks()
         self._stop_flags = StopFlags()
         self._scorers = ScorerCache()  # fidelity models, loaded once
-        self._advisor: IdentifierAdvisor | None = None
-        self._advisor_lock = threading.Lock()
+        self.identifiers = IdentifierAdvisor(model, model_config_dir)
 
     # ---- Data ---------------------------------------------------------------------------
     def add_photos(self, subject: str, files: list[Path]) -> Upload:
@@ -179,36 +176,10 @@ class Studio:
     def training_config(self, subject: str, instance_prompt: str, run_name: str | None = None,
                         class_prompt: str | None = None, resume: bool = False,
                         **settings) -> TrainConfig:
-        """A TrainConfig for `subject` with workspace paths filled in.
-
-        A new run never replaces an existing one of the same name (its LoRA or checkpoints
-        would be lost): that is refused, naming a free name. resume=True continues the
-        named run from its latest checkpoint instead.
-        """
-        if not self.workspace.has_photos(subject):
-            raise InputError(
-                f"Subject '{subject}' has no prepared photos: prepare them on the Data tab first."
-            )
-        if resume and not run_name:
-            raise InputError("Choose the run to resume: pick it in the Run list.")
-        run_name = run_name or time.strftime("run-%Y%m%d-%H%M%S")
-        check_run_name(self.workspace.loras_dir(subject), subject, run_name, resume)
-        resolution = settings.get("resolution", default_of(TrainConfig, "resolution"))
-        class_dir = None
-        if class_prompt and class_prompt.strip():
-            class_dir = self.workspace.class_images_dir(self.model, class_prompt, resolution)
-        return TrainConfig(
-            instance_dir=self.workspace.photos_dir(subject),
-            instance_prompt=instance_prompt,
-            output_dir=self.workspace.run_dir(subject, run_name),
-            model=self.model,
-            class_dir=class_dir,
-            class_prompt=class_prompt,
-            model_config_dir=self.model_config_dir,
-            device=self.device,
-            resume=resume,
-            **settings,
-        )
+        """A TrainConfig for a new run (or, resume=True, the named run) of `subject`."""
+        return training_config_for(self.workspace, subject, instance_prompt, run_name,
+                                   class_prompt, resume, model=self.model, device=self.device,
+                                   model_config_dir=self.model_config_dir, **settings)
 
     def check_resume(self, config: TrainConfig) -> None:
         """Refuse at once, before any model loads, a resume the trainer would refuse."""
@@ -234,19 +205,10 @@ class Studio:
         return describe_run(self.workspace.run_dir(subject, run_name))
 
     # ---- Identifier and class images ------------------------------------------------------
-    @property
-    def identifiers(self) -> IdentifierAdvisor:
-        """Identifier checks with the base model's own tokenizer (loaded once, no weights)."""
-        with self._advisor_lock:
-            if self._advisor is None:
-                self._advisor = IdentifierAdvisor(load_tokenizer(self.model,
-                                                                 self.model_config_dir))
-            return self._advisor
-
     def check_identifier(self, identifier: str, class_noun: str) -> IdentifierCheck:
         return self.identifiers.check(identifier, class_noun)
 
-    def suggest_identifiers(self, count: int = 5, seed: int = 0) -> list[str]:
+    def suggest_identifiers(self, count: int, seed: int) -> list[str]:
         return self.identifiers.suggest(count, seed)
 
     def class_images_dir(self, class_prompt: str, resolution: int) -> Path:
@@ -369,44 +331,15 @@ class Studio:
     def uploaded_count(self, subject: str) -> int:
         return self.workspace.uploaded_count(subject)
 
-    def lora_facts(self, entry: LoraEntry) -> LoraFacts:
-        return entry.facts
 
 
 # dreamstudio.ui imports from the backend only Studio and the names below (besides
 # dreamstudio.config and dreamstudio.errors); tests/test_layering.py holds it to that.
 __all__ = [
-    "AXES",
-    "CSV_NAME",
-    "DEFAULT_MODEL",
-    "JSON_NAME",
-    "MAX_CELLS",
-    "NO_AXIS",
-    "PAPER_REFERENCE",
-    "PRESETS",
-    "SAMPLER_NAMES",
-    "ClassImageSet",
-    "EvalConfig",
-    "EvalProgress",
-    "EvalReport",
-    "GridAxis",
-    "GridConfig",
-    "GridProgress",
-    "GridResult",
-    "HistoryItem",
-    "IdentifierCheck",
-    "JobStatus",
-    "LoraEntry",
-    "LoraFacts",
-    "PhotoResult",
-    "PrepareConfig",
-    "PrepareReport",
-    "RunInfo",
-    "Studio",
-    "a1111_parameters",
-    "class_noun_of",
-    "compose_prompts",
-    "describe_source",
-    "parse_template_prompt",
-    "settings_from",
+    "AXES", "CSV_NAME", "DEFAULT_MODEL", "JSON_NAME", "MAX_CELLS", "NO_AXIS", "PAPER_REFERENCE",
+    "PRESETS", "SAMPLER_NAMES", "ClassImageSet", "EvalConfig", "EvalProgress", "EvalReport",
+    "GridAxis", "GridConfig", "GridProgress", "GridResult", "HistoryItem", "IdentifierCheck",
+    "JobStatus", "LoraEntry", "LoraFacts", "PhotoResult", "PrepareConfig", "PrepareReport",
+    "RunInfo", "Studio", "a1111_parameters", "class_noun_of", "compose_prompts",
+    "describe_source", "parse_template_prompt", "settings_from",
 ]

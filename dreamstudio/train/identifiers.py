@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,16 +266,26 @@ def suggest_identifiers(tokenizer, count: int = 5, seed: int = 0,
 
 
 class IdentifierAdvisor:
-    """Checks and suggestions for one base model; scans its vocabulary once (~0.2 s)."""
+    """Checks and suggestions for one base model, with its own tokenizer (loaded on first
+    use, no weights); its vocabulary is scanned once (~0.2 s)."""
 
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
+    def __init__(self, model: str, model_config_dir: str | None = None):
+        self.model, self.model_config_dir = model, model_config_dir
+        self._lock = threading.Lock()
+        self._tokenizer = None
         self._candidates: list[str] | None = None
 
-    def check(self, identifier: str, class_noun: str = "") -> IdentifierCheck:
+    @property
+    def tokenizer(self):
+        with self._lock:
+            if self._tokenizer is None:
+                self._tokenizer = load_tokenizer(self.model, self.model_config_dir)
+            return self._tokenizer
+
+    def check(self, identifier: str, class_noun: str) -> IdentifierCheck:
         return check_identifier(self.tokenizer, identifier, class_noun)
 
-    def suggest(self, count: int = 5, seed: int = 0) -> list[str]:
+    def suggest(self, count: int, seed: int) -> list[str]:
         if self._candidates is None:
             self._candidates = rare_candidates(self.tokenizer)
         return suggest_identifiers(self.tokenizer, count, seed, self._candidates)

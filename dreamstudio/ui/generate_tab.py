@@ -168,7 +168,7 @@ class GenerateHandlers:
             return {about: "This LoRA no longer exists: press ↻."}
         update = {about: loras.describe(self.studio, entry)}
         if entry is not None and not (prompt or "").strip():
-            suggestion = self.studio.lora_facts(entry).instance_prompt
+            suggestion = entry.facts.instance_prompt
             if suggestion:
                 update[self.ui.settings["prompt"]] = suggestion
         return update

@@ -40,4 +40,4 @@ def lora_text(entry: LoraEntry | None, facts: LoraFacts | None) -> str:
 
 
 def describe(studio: Studio, entry: LoraEntry | None) -> str:
-    return lora_text(entry, studio.lora_facts(entry) if entry else None)
+    return lora_text(entry, entry.facts if entry else None)

@@ -8,14 +8,16 @@ was started with, so that resuming can start from exactly those.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import TrainConfig
+from ..config import TrainConfig, default_of
 from ..core.files import atomic_write_json, safe_name
 from ..errors import InputError
 from ..lora.files import is_lora_dir, read_lora_info
 from ..train.checkpoints import latest_checkpoint
+from .layout import Workspace
 
 SETTINGS_FILE = "run_settings.json"
 
@@ -104,3 +106,31 @@ def check_run_name(loras_dir: Path, subject: str, run_name: str, resume: bool) -
             f"would replace it. Choose another name (e.g. '{free}'){hint}."
         )
 
+
+
+def training_config_for(workspace: Workspace, subject: str, instance_prompt: str,
+                        run_name: str | None, class_prompt: str | None, resume: bool,
+                        **settings) -> TrainConfig:
+    """A TrainConfig for `subject` with the workspace's paths filled in (`settings` are the
+    other TrainConfig fields, the base model among them).
+
+    A new run never replaces an existing one of the same name (its LoRA or checkpoints
+    would be lost): that is refused, naming a free name. resume=True continues the named
+    run from its latest checkpoint instead.
+    """
+    if not workspace.has_photos(subject):
+        raise InputError(
+            f"Subject '{subject}' has no prepared photos: prepare them on the Data tab first."
+        )
+    if resume and not run_name:
+        raise InputError("Choose the run to resume: pick it in the Run list.")
+    run_name = run_name or time.strftime("run-%Y%m%d-%H%M%S")
+    check_run_name(workspace.loras_dir(subject), subject, run_name, resume)
+    class_dir = None
+    if class_prompt and class_prompt.strip():
+        resolution = settings.get("resolution", default_of(TrainConfig, "resolution"))
+        class_dir = workspace.class_images_dir(settings["model"], class_prompt, resolution)
+    return TrainConfig(instance_dir=workspace.photos_dir(subject),
+                       instance_prompt=instance_prompt,
+                       output_dir=workspace.run_dir(subject, run_name), class_dir=class_dir,
+                       class_prompt=class_prompt, resume=resume, **settings)

@@ -22,8 +22,8 @@ def tokenizer(tiny_model):
 
 
 @pytest.fixture(scope="module")
-def advisor(tokenizer):
-    return IdentifierAdvisor(tokenizer)
+def advisor(tiny_model):
+    return IdentifierAdvisor(str(tiny_model))
 
 
 def test_the_real_clip_vocabulary_is_loaded(tokenizer):

@@ -62,7 +62,7 @@ def test_a_loras_facts_come_from_its_saved_config(tmp_path):
         "final_loss": 0.25, "finished_at": "2024-05-01T10:20:30"})
     _lora(studio, "dog", "bare", 1_000)  # no config beside the weights
     run, bare = (studio.find_lora(f"dog / {name}") for name in ("run", "bare"))
-    facts = studio.lora_facts(run)
+    facts = run.facts
     assert (facts.instance_prompt, facts.steps, facts.rank, facts.final_loss,
             facts.finished_at) == ("a photo of sks dog", 300, 8, 0.25, "2024-05-01T10:20:30")
-    assert studio.lora_facts(bare).instance_prompt is None
+    assert bare.facts.instance_prompt is None
