@@ -1,7 +1,8 @@
 """Typed settings for training and generation, shared by the CLI, the app and tests.
 
-Defaults are those of the LoRA DreamBooth notebook this app replaces (UNet LR 5e-4,
-text-encoder LR 1e-4, 300 steps, batch 1, rank 4, 512 px, seed 0, no prior preservation).
+These fields are the one home of every default: the CLI builds its options from them, the
+app's widgets start from them (`default_of`). Training defaults are those of the LoRA
+DreamBooth notebook this app replaces, without prior preservation.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+EPSILON = "epsilon"  # what SD 1.x predicts; "v_prediction" builds an SD 2.x-style model
+
 
 def _clip_bpe_path() -> Path:
     # open_clip ships the SD 1.x vocabulary; the Hub (where the tokenizer normally comes
@@ -71,7 +73,7 @@ def _assemble(unet, vae, text_encoder, prediction_type: str):
     )
 
 
-def build_tiny_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
+def build_tiny_pipeline(seed: int = 0, prediction_type: str = EPSILON):
     """Return a seeded StableDiffusionPipeline whose images are 64x64 (latents 32x32)."""
 
     from diffusers import (
@@ -119,7 +121,7 @@ def build_tiny_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
     return _assemble(unet, vae, text_encoder, prediction_type)
 
 
-def save_tiny_model(directory: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
+def save_tiny_model(directory: Path, seed: int = 0, prediction_type: str = EPSILON) -> Path:
     """Build the tiny pipeline and save it as a diffusers folder; return the folder."""
     pipe = build_tiny_pipeline(seed=seed, prediction_type=prediction_type)
     directory = Path(directory)

@@ -18,6 +18,8 @@ from ..errors import InputError
 
 DEFAULT_DINO_MODEL = "facebook/dino-vits16"
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+# Images embedded per forward pass: small enough for a CPU, large enough to batch.
+EMBED_BATCH = 16
 
 
 def _load(what: str, model_id_or_path: str, option: str, load):
@@ -63,7 +65,7 @@ class DinoScorer:
     """DINO image embeddings: the CLS token of the ViT's last hidden state, as in the paper."""
 
     def __init__(self, model_id_or_path: str = DEFAULT_DINO_MODEL, device=None,
-                 batch_size: int = 16):
+                 batch_size: int = EMBED_BATCH):
         from transformers import AutoImageProcessor, ViTModel
 
         self.name = model_id_or_path
@@ -95,7 +97,7 @@ class ClipScorer:
     """CLIP image and text embeddings in the shared space (CLIP-I and CLIP-T)."""
 
     def __init__(self, model_id_or_path: str = DEFAULT_CLIP_MODEL, device=None,
-                 batch_size: int = 16):
+                 batch_size: int = EMBED_BATCH):
         from transformers import CLIPModel, CLIPProcessor
 
         self.name = model_id_or_path
