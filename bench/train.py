@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
     args = parser.parse_args(argv)
     if args.build_sd15:
-        from dreamstudio.core.tiny_model import save_sd15_architecture
+        from bench.sd15 import save_sd15_architecture
 
         if not (args.build_sd15 / "model_index.json").is_file():
             save_sd15_architecture(args.build_sd15)
