@@ -134,13 +134,3 @@ def without_identifier(prompt: str, identifier: str) -> str:
         return _squash(prompt)
     # Whole words only, so an identifier like "sks" leaves a word like "sksa" alone.
     return _squash(re.sub(rf"(?<!\S){re.escape(identifier)}(?!\S)", " ", prompt))
-
-
-def prompts_for(kind: str, identifier: str, class_noun: str) -> list[str]:
-    """The paper's 25 prompts for `kind`, e.g. 'a sks dog in the jungle'."""
-    return [fill(t, identifier, class_noun) for t in templates_for(kind)]
-
-
-def prompts_without_identifier(kind: str, class_noun: str) -> list[str]:
-    """The same 25 prompts without the identifier (what CLIP-T compares against)."""
-    return [fill(without_identifier(t, ""), "", class_noun) for t in templates_for(kind)]

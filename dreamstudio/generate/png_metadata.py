@@ -119,8 +119,3 @@ def read_parameters(path: Path) -> dict:
     """The parameters DreamStudio stored in a PNG ({} if there are none)."""
     raw = _text_chunks(path).get(PARAMS_KEY)
     return json.loads(raw) if raw else {}
-
-
-def read_a1111_parameters(path: Path) -> str | None:
-    """The A1111 'parameters' text of a PNG, if it has one."""
-    return _text_chunks(path).get(A1111_KEY)

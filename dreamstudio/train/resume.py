@@ -37,18 +37,6 @@ def resume_settings(config: TrainConfig) -> dict:
     return {k: getattr(config, k) for k in RESUME_KEYS}
 
 
-def checkpoint_settings(path: Path) -> dict:
-    """The settings stored in the run's latest checkpoint ({} if it has none or it cannot
-    be read), which a resumed run must match."""
-    checkpoint = latest_checkpoint(path)
-    if checkpoint is None:
-        return {}
-    try:
-        return dict(load_state(checkpoint).get("settings", {}))
-    except TrainingError:
-        return {}
-
-
 def check_resumable(config: TrainConfig) -> Checkpoint:
     """The checkpoint that `config` (with resume on) continues from; TrainingError if there
     is none, it is unreadable, it was written with other settings, or it is not before

@@ -31,9 +31,10 @@ from dreamstudio.evaluate.prompts import (
     LIVE_PROMPTS,
     OBJECT_PROMPTS,
     SUBJECT_CLASSES,
+    fill,
     infer_kind,
-    prompts_for,
-    prompts_without_identifier,
+    templates_for,
+    without_identifier,
 )
 from dreamstudio.evaluate.report import format_table
 from dreamstudio.evaluate.scorers import ClipScorer, DinoScorer, ScorerCache
@@ -109,9 +110,10 @@ def test_shipped_prompts_and_classes_equal_the_dataset_file():
 
 
 def test_prompt_helpers():
-    assert prompts_for("live", "sks", "dog")[0] == "a sks dog in the jungle"
-    assert prompts_without_identifier("live", "dog")[0] == "a dog in the jungle"
-    assert prompts_without_identifier("object", "toy")[-1] == "a cube shaped toy"
+    jungle, cube = templates_for("live")[0], templates_for("object")[-1]
+    assert fill(jungle, "sks", "dog") == "a sks dog in the jungle"
+    assert fill(without_identifier(jungle, "sks"), "sks", "dog") == "a dog in the jungle"
+    assert fill(without_identifier(cube, ""), "", "toy") == "a cube shaped toy"
     assert infer_kind("dog") == infer_kind("cat") == "live"
     assert infer_kind(SUBJECT_CLASSES["rc_car"]) == "object"
     assert split_instance_prompt(PROMPT) == ("sks", "dog")

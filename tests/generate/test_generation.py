@@ -166,7 +166,7 @@ def _a1111_fields(text: str) -> tuple[str, str, dict]:
 
 def test_png_parameters_are_complete_for_a1111_and_image_sites(generator, lora_dir, tmp_path):
     from dreamstudio.generate.generator import lora_file_name
-    from dreamstudio.generate.png_metadata import read_a1111_parameters
+    from tests.support.png import read_a1111_parameters
 
     config = GenerateConfig(prompt="a photo of sks dog, by the sea", negative_prompt="blurry",
                             steps=3, seed=11, height=64, width=64, lora_dir=lora_dir,
@@ -226,7 +226,7 @@ def test_a_stopped_generation_saves_nothing(generator, tmp_path):
 
 def test_grid_loads_once_and_each_cell_is_that_settings_image(tiny_model, lora_dir, tmp_path):
     from dreamstudio.generate.grid import GridAxis, GridConfig, run_grid
-    from dreamstudio.generate.png_metadata import read_a1111_parameters
+    from tests.support.png import read_a1111_parameters
 
     fresh = Generator(str(tiny_model), device="cpu")
     base = GenerateConfig(prompt=PROMPT, steps=2, seed=7, height=64, width=64,

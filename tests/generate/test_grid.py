@@ -115,7 +115,8 @@ def test_grid_metadata_names_its_axes_for_a1111():
 
 def test_cli_draws_a_grid_with_a_sampler(tiny_model, tmp_path, capsys):
     from dreamstudio.cli import main
-    from dreamstudio.generate.png_metadata import read_a1111_parameters, read_parameters
+    from dreamstudio.generate.png_metadata import read_parameters
+    from tests.support.png import read_a1111_parameters
 
     common = ["generate", "--model", str(tiny_model), "--prompt", "a dog", "--output",
               str(tmp_path), "--steps", "2", "--height", "64", "--width", "64", "--device",
