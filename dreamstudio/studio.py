@@ -55,6 +55,7 @@ from .workspace.runs import (
     RunInfo,
     describe_run,
     list_runs,
+    run_log_path,
     save_run_settings,
     training_config_for,
 )
@@ -341,5 +342,5 @@ __all__ = [
     "GridAxis", "GridConfig", "GridProgress", "GridResult", "HistoryItem", "IdentifierCheck",
     "JobStatus", "LoraEntry", "LoraFacts", "PhotoResult", "PrepareConfig", "PrepareReport",
     "RunInfo", "Studio", "a1111_parameters", "class_noun_of", "compose_prompts",
-    "describe_source", "parse_template_prompt", "settings_from",
+    "describe_source", "parse_template_prompt", "run_log_path", "settings_from",
 ]

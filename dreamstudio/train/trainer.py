@@ -25,6 +25,7 @@ from ..errors import TrainingError
 from ..lora.adapters import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, peft_weights
 from ..lora.files import lora_state_dicts, save_lora
 from ..lora.kohya import export_kohya, subject_file_name
+from ..workspace.runs import run_log_path
 from .checkpoints import Checkpoint
 from .class_images import generate_missing_class_images
 from .events import ProgressFn, TrainProgress, TrainResult
@@ -41,7 +42,7 @@ log = logging.getLogger("dreamstudio.training")
 
 def _attach_log_file(output_dir: Path) -> logging.Handler:
     output_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(output_dir / "train.log", encoding="utf-8")
+    handler = logging.FileHandler(run_log_path(output_dir), encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

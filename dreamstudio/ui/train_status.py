@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from ..studio import run_log_path
 from .common import duration
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def status_dict(status: JobStatus, address: tuple[str, str] | None = None) -> di
         "resumed": bool(cfg and cfg.resume),
         "lora_dir": str(result.output_dir) if result and result.lora_path else None,
         "kohya_path": str(result.kohya_path) if result and result.kohya_path else None,
-        "log_path": str(Path(cfg.output_dir) / "train.log") if cfg else None,
+        "log_path": str(run_log_path(cfg.output_dir)) if cfg else None,
         "validation_images": list(p.validation_images) if p else [],
         "steps_per_second": (round(result.steps_per_second, 3)
                              if result and result.steps_per_second else None),

@@ -20,6 +20,12 @@ from ..train.checkpoints import latest_checkpoint
 from .layout import Workspace
 
 SETTINGS_FILE = "run_settings.json"
+LOG_FILE = "train.log"
+
+
+def run_log_path(run_dir: Path) -> Path:
+    """The run's log: settings, losses every 10 steps, checkpoints, the end or the error."""
+    return Path(run_dir) / LOG_FILE
 
 
 @dataclass
