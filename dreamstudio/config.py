@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.architectures import ARCHITECTURES
 from .core.models import DEFAULT_MODEL
 from .errors import InputError
 from .generate.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
@@ -135,7 +136,9 @@ class TrainConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     model_config_dir: str | None = field(
         default=None,
-        metadata={"help": "Config folder for single-file checkpoints (avoids the Hub)."},
+        metadata={"help": "A single-file checkpoint's architecture: "
+                          f"{', '.join(ARCHITECTURES)} or a diffusers folder with its configs "
+                          "(default: read from the checkpoint)."},
     )
     device: str | None = field(
         default=None, metadata={"help": "Force a device ('cpu', 'cuda', 'mps')."}

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.architectures import checkpoint_tokenizer, uses_shipped_config
 from ..core.models import DEFAULT_MODEL, describe_source
 from ..errors import InputError, ModelLoadError
 from ..evaluate.prompts import SUBJECT_CLASSES
@@ -149,7 +150,7 @@ def identifier_of(instance_prompt: str, class_prompt: str | None = None) -> str:
 
 def tokenizer_source(model: str, model_config_dir: str | None = None) -> str:
     """Where the tokenizer of `model` lives: the folder or Hub id itself, or for a single
-    checkpoint file the config folder given with it (else the SD 1.5 repo it derives from)."""
+    checkpoint file the config folder given with it."""
     if describe_source(model) == "file":
         return model_config_dir or DEFAULT_MODEL
     return str(Path(model).expanduser()) if describe_source(model) == "folder" else model
@@ -159,6 +160,8 @@ def load_tokenizer(model: str, model_config_dir: str | None = None):
     """The base model's CLIP tokenizer alone (no weights)."""
     from transformers import CLIPTokenizer
 
+    if describe_source(model) == "file" and uses_shipped_config(model_config_dir):
+        return checkpoint_tokenizer(Path(model).expanduser(), model_config_dir)
     source = tokenizer_source(model, model_config_dir)
     try:
         tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
