@@ -23,7 +23,7 @@ from ..errors import InputError
 from .checks import dhash, review_warnings, sharpness
 from .crops import Box, centre_crop_box, crop_box_for_face, fit_square, save_crop
 from .faces import FaceDetector, faces_by_prominence, shared_detector
-from .images import ImageRejected, open_rgb
+from .images import IMAGE_SUFFIXES, ImageRejected, open_rgb
 from .manifest import MANIFEST_NAME, PhotoResult, PrepareReport, photo_digest, write_manifest
 
 # Files that operating systems drop into photo folders; not worth a "not an image" line.
@@ -33,10 +33,12 @@ Progress = Callable[[int, int, str], None]
 
 
 def list_image_files(input_dir: Path) -> list[Path]:
-    """Every regular, non-hidden file in `input_dir`, sorted by name.
+    """Every non-hidden entry of `input_dir` that may have been meant as a photo, by name.
 
     No suffix filter: a stray .txt or .heic should show up as rejected with a reason rather
-    than silently vanish, so the user knows why their photo count is lower.
+    than silently vanish, so the user knows why their photo count is lower. The same goes
+    for broken links, pipes and a folder named like a photo; only plain sub-folders are
+    left out.
     """
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
@@ -47,7 +49,7 @@ def list_image_files(input_dir: Path) -> list[Path]:
     files = [
         p
         for p in input_dir.iterdir()
-        if p.is_file()
+        if (not p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES)
         and not p.name.startswith(".")
         and p.name != MANIFEST_NAME
         and p.name.lower() not in _JUNK_NAMES
@@ -160,7 +162,7 @@ def _prepare_one(
 ) -> PhotoResult:
     result = PhotoResult(source=source.name, kept=False)
     try:
-        img = open_rgb(source)
+        img = open_rgb(source, folder=source.parent)
         result.image_size = list(img.size)
         duplicate_of = _note_content(source, seen, result)
         if duplicate_of is not None:
@@ -234,7 +236,8 @@ def _refuse_overlap(sources: list[Path], output_dir: Path) -> None:
     # the next folder scan would pick our crops up as photos.
     out = output_dir.resolve()
     for source in sources:
-        if source.resolve().parent == out:
+        # The folder, not the file: a link's target is open_rgb's business, and may loop.
+        if source.parent.resolve() == out:
             raise InputError(
                 f"'{source.name}' is inside the output folder '{output_dir}'. "
                 "Choose an output folder that is separate from your photos."
