@@ -24,7 +24,14 @@ from .checks import dhash, review_warnings, sharpness
 from .crops import Box, centre_crop_box, crop_box_for_face, fit_square, save_crop
 from .faces import FaceDetector, faces_by_prominence, shared_detector
 from .images import IMAGE_SUFFIXES, ImageRejected, open_rgb
-from .manifest import MANIFEST_NAME, PhotoResult, PrepareReport, photo_digest, write_manifest
+from .manifest import (
+    MANIFEST_NAME,
+    NO_FACE,
+    PhotoResult,
+    PrepareReport,
+    photo_digest,
+    write_manifest,
+)
 
 # Files that operating systems drop into photo folders; not worth a "not an image" line.
 _JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini"})
@@ -188,7 +195,7 @@ def _prepare_one(
             result.faces = [{"box": [round(v, 2) for v in f.box], "prob": round(f.prob, 6)}
                             for f in faces]
             if not faces and box is None:
-                result.reason = "no face found"
+                result.reason = NO_FACE
                 return result
             if box is None:
                 index = edit.face_index if edit.face_index is not None else 0

@@ -101,3 +101,24 @@ def test_sixteen_bit_photos_of_other_ranges_still_convert(tmp_path: Path) -> Non
     img = images.to_rgb(Image.fromarray(floats, mode="F"))
     assert [img.getpixel(xy)[0] for xy in ((0, 0), (1, 0), (0, 1), (1, 1))] == [0, 128, 0, 255]
 
+
+
+class _NoFaces:
+    """A face detector on photos of a pet: finds nothing (MTCNN is not needed to know)."""
+
+    def detect(self, img):
+        return []
+
+
+def test_face_mode_on_a_pet_says_face_mode_is_for_people(tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(4):
+        _photo(src / f"cat{i}.png", (i * 60, 120, 30))
+    report = prepare_photos(list_image_files(src), tmp_path / "out",
+                            PrepareConfig(mode="face", size=128), detector=_NoFaces())
+    assert [r.reason for r in report.results] == ["no face found"] * 4
+    assert report.warnings == [
+        ("No face was found in any photo: face mode is for people. For a pet or an object, "
+        "prepare the photos in object mode (a centre square) instead.")]
+    assert not any("Add more photos" in w for w in report.warnings)
