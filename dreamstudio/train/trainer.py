@@ -82,6 +82,8 @@ def train(
         progress(TrainProgress("loading", total_steps=config.steps, message="Loading base model"))
         instance = load_images(config.instance_dir, config.resolution, "instance")
         pipe = load_pipeline(config.model, device, torch.float32, config.model_config_dir)
+        # Refused before the class images, which can take longer than the training itself.
+        prediction_type(pipe.scheduler, config.model)
         session = TrainingSession(config, pipe, instance, device, precision, progress, cancel)
         with reuse_freed_memory(device):
             result = _execute(session, checkpoint)
@@ -174,7 +176,7 @@ def _models(session: TrainingSession) -> None:
     s.accelerator = new_accelerator(s.precision, s.device)
     s.unet, s.vae, s.text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
     s.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    s.target_kind = prediction_type(s.noise_scheduler)
+    s.target_kind = prediction_type(s.noise_scheduler, s.config.model)
     for model in (s.unet, s.vae, s.text_encoder):
         model.requires_grad_(False)
     # The VAE is not cast: it encodes the latents in fp32 and renders validation images.
