@@ -29,7 +29,7 @@ from ..workspace.runs import run_log_path
 from .checkpoints import Checkpoint
 from .class_images import generate_missing_class_images
 from .events import ProgressFn, TrainProgress, TrainResult
-from .identifiers import identifier_of
+from .identifiers import identifier_of, refuse_identifier_in_class_prompt
 from .latents import LatentCache, LoadedImages, load_images, tokenize
 from .resume import check_resumable, restore_session, save_session
 from .session import TrainingSession
@@ -84,6 +84,9 @@ def train(
         pipe = load_pipeline(config.model, device, torch.float32, config.model_config_dir)
         # Refused before the class images, which can take longer than the training itself.
         prediction_type(pipe.scheduler, config.model)
+        # The config could only guess the identifier; the tokenizer knows the rare token.
+        refuse_identifier_in_class_prompt(config.instance_prompt, config.class_prompt,
+                                          pipe.tokenizer)
         session = TrainingSession(config, pipe, instance, device, precision, progress, cancel)
         with reuse_freed_memory(device):
             result = _execute(session, checkpoint)
@@ -315,7 +318,8 @@ def _info(session: TrainingSession, steps_per_second: float) -> dict:
         "seconds": round(time.monotonic() - session.start, 2),
         "steps_per_second": round(steps_per_second, 4),
         "device": str(session.device),
-        "identifier": identifier_of(cfg.instance_prompt, cfg.class_prompt),
+        "identifier": identifier_of(cfg.instance_prompt, cfg.class_prompt,
+                                    session.pipe.tokenizer),
         "subject_name": cfg.subject_name or Path(cfg.output_dir).name,
         "validation_images": [Path(p).name for p in session.validation_images],
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
