@@ -70,7 +70,7 @@ def class_images_markdown(images: ClassImageSet, class_prompt: str,
     if images.missing:
         text += f"Training first generates the {images.missing} missing with the base model. "
     elif have > wanted:
-        text += f"Training uses all {have}. "
+        text += f"Training uses {wanted} of them (yours first); the others stay for later runs. "
     text += ("They are shared: every subject of this class (same prompt, model and "
              f"resolution) reuses them. Folder: `{images.folder}`")
     return text
