@@ -181,22 +181,13 @@ def identifier_of(instance_prompt: str, class_prompt: str | None = None,
     return find_identifier(instance_prompt, class_prompt, tokenizer) or instance_prompt
 
 
-def identifier_in_class_prompt(instance_prompt: str, class_prompt: str | None,
-                               tokenizer=None) -> str | None:
-    """The identifier of `instance_prompt` if `class_prompt` holds it too (any case): the
-    class images would then be drawn, and trained, as the subject itself."""
-    if not class_prompt:
-        return None
-    identifier = find_identifier(instance_prompt, None, tokenizer)
-    if identifier and identifier.casefold() in {w.casefold() for w in _words(class_prompt)}:
-        return identifier
-    return None
-
-
 def refuse_identifier_in_class_prompt(instance_prompt: str, class_prompt: str | None,
                                       tokenizer=None) -> None:
-    identifier = identifier_in_class_prompt(instance_prompt, class_prompt, tokenizer)
-    if identifier is None:
+    """Refuse a class prompt that holds the instance prompt's identifier (any case): the
+    class images would then be drawn, and trained, as the subject itself."""
+    identifier = find_identifier(instance_prompt, None, tokenizer) if class_prompt else None
+    if not identifier or identifier.casefold() not in {
+            w.casefold() for w in _words(class_prompt)}:
         return
     plain = " ".join(w for w in class_prompt.split()
                      if re.sub(r"[^\w-]", "", w).casefold() != identifier.casefold())
