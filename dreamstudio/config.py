@@ -16,6 +16,7 @@ from .core.architectures import ARCHITECTURES
 from .core.models import DEFAULT_MODEL
 from .errors import InputError
 from .generate.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
+from .train.identifiers import refuse_identifier_in_class_prompt
 
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
 CROP_MODES = ("face", "object")
@@ -177,6 +178,7 @@ class TrainConfig:
         if self.with_prior_preservation:
             check(self.class_dir is not None,
                    "Prior preservation needs a class folder (--class-dir) to keep class images.")
+            refuse_identifier_in_class_prompt(self.instance_prompt, self.class_prompt)
         elif self.class_dir is not None:
             raise InputError(
                 "A class folder was given without a class prompt: add --class-prompt "

@@ -136,6 +136,19 @@ def load_pipeline(
     return pipe.to(device)
 
 
-def prediction_type(scheduler) -> str:
-    """SD 2.x 768 models predict velocity, SD 1.x predicts noise; training must match."""
-    return getattr(scheduler.config, "prediction_type", "epsilon") or "epsilon"
+# What the training loss knows how to target: noise (SD 1.x, SD 2.x 512) or velocity
+# (SD 2.x 768). A model that predicts the clean sample would be trained against noise.
+TRAINABLE_PREDICTIONS = ("epsilon", "v_prediction")
+
+
+def prediction_type(scheduler, model: str | None = None) -> str:
+    """What the model predicts, as its scheduler says; training must match it, so a kind
+    the training loss has no target for is refused, naming the model."""
+    kind = getattr(scheduler.config, "prediction_type", "epsilon") or "epsilon"
+    if kind not in TRAINABLE_PREDICTIONS:
+        raise ModelLoadError(
+            f"Base model '{model or 'this model'}' predicts '{kind}' (prediction_type in its "
+            f"scheduler config), which DreamStudio cannot train: only {TRAINABLE_PREDICTIONS} "
+            "models (SD 1.x, SD 2.x) are supported. Pick another base model."
+        )
+    return kind

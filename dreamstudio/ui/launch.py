@@ -117,9 +117,11 @@ def launch(argv: list[str] | None = None, block: bool = True,
     os.environ["GRADIO_TEMP_DIR"] = str(workspace / ".gradio-cache")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+    studio = Studio(workspace, model=options.model, device=options.device)
+    # Before Gradio loads, so that a second app on this workspace is refused at once.
+    studio.claim_workspace(options.port)
     from .app_ui import CSS, THEME, build_ui
 
-    studio = Studio(workspace, model=options.model, device=options.device)
     demo = build_ui(studio)
     demo.queue(default_concurrency_limit=1)
     if options.generated_password:
