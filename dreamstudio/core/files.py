@@ -26,13 +26,40 @@ _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
              *(f"lpt{i}" for i in range(1, 10))}
 _UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
 MAX_NAME_BYTES = 120
+# What atomic_path names its temporaries: `.<stem>.<mkstemp's 8 characters>.tmp<suffix>`.
+_TEMPORARY = re.compile(r"^\..*\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$")
 
 
 def file_mode() -> int:
     """The mode a newly created file gets under the current umask."""
+    return 0o666 & ~_umask()
+
+
+def folder_mode() -> int:
+    """The mode a newly created folder gets under the current umask."""
+    return 0o777 & ~_umask()
+
+
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def is_temporary(path: Path) -> bool:
+    """True for a temporary of atomic_path: one left on disk only by a killed process."""
+    return bool(_TEMPORARY.match(Path(path).name))
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries a killed writer left anywhere under `folder`; only call it
+    where nothing else can be writing (e.g. a run's folder as its training starts)."""
+    removed = []
+    for path in Path(folder).rglob(".*"):
+        if path.is_file() and is_temporary(path):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 @contextmanager

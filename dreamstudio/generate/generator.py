@@ -23,6 +23,7 @@ from ..core.models import load_pipeline
 from ..errors import InputError
 from ..lora.adapters import ADAPTER_NAME
 from ..lora.files import WEIGHTS_NAME, is_lora_dir
+from ..lora.kohya import find_kohya_file, finish_export
 from .png_metadata import save_png_with_parameters
 from .samplers import DEFAULT_SAMPLER, a1111_name, make_scheduler
 
@@ -36,8 +37,8 @@ class GeneratedImage:
 
 def lora_file_name(lora_dir: Path) -> str:
     """The name A1111 knows the LoRA by: the stem of its kohya file, else the folder name."""
-    kohya = [p for p in Path(lora_dir).glob("*.safetensors") if p.name != WEIGHTS_NAME]
-    return kohya[0].stem if len(kohya) == 1 else Path(lora_dir).name
+    kohya = find_kohya_file(lora_dir)
+    return kohya.stem if kohya else Path(lora_dir).name
 
 
 class Generator:
@@ -101,6 +102,9 @@ class Generator:
                 self._lora_dir = None
                 self._weights = None
             if lora_dir is not None:
+                # A run killed while exporting looks finished: give it its kohya file now,
+                # before the PNGs name the LoRA after it.
+                finish_export(lora_dir)
                 try:
                     pipe.load_lora_weights(str(lora_dir), adapter_name=ADAPTER_NAME)
                 except Exception as exc:

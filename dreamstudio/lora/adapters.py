@@ -7,6 +7,14 @@ ADAPTER_NAME = "subject"
 # Attention projections, as in the diffusers DreamBooth LoRA scripts.
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+# transformers 5 dropped CLIPTextModel's `text_model` level; files for other tools keep it,
+# since transformers 4, ComfyUI and A1111 address the text encoder as `text_model.encoder...`.
+CLIP_ROOT = "text_model."
+
+
+def classic_clip_path(module_path: str) -> str:
+    """`encoder.layers.0.self_attn.q_proj` -> `text_model.encoder.layers.0.self_attn.q_proj`."""
+    return module_path if module_path.startswith(CLIP_ROOT) else CLIP_ROOT + module_path
 
 
 def add_lora(model, rank: int, targets: list[str]) -> None:

@@ -1,18 +1,28 @@
 """A trained LoRA on disk: its weights file, its record of how it was trained, and reading both.
 
 The weights file is the diffusers LoRA format (`pytorch_lora_weights.safetensors` with
-`unet.` and `text_encoder.` keys), so `pipeline.load_lora_weights(folder)` loads it.
+`unet.` and `text_encoder.text_model.` keys), so `pipeline.load_lora_weights(folder)` loads
+it on transformers 4 and 5 stacks alike. Files written before the text encoder's keys got
+their `text_model.` level (`text_encoder.encoder...`) still load with our pinned stack, and
+`read_lora_weights` reads both.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ..core.files import atomic_path, atomic_write_json
+from .adapters import classic_clip_path
 
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 CONFIG_NAME = "dreamstudio_lora.json"
+# A key of the weights file: diffusers' `<path>.lora.down.weight` (UNet),
+# `<path>.lora_linear_layer.down.weight` (text encoder), or peft's `<path>.lora_A.weight`.
+_FILE_KEY = re.compile(r"^(unet|text_encoder)\.(.+?)\."
+                       r"(?:(?:lora|lora_linear_layer)\.(down|up)|(lora_A|lora_B))\.weight$")
+_PEFT_NAME = {"down": "lora_A", "up": "lora_B"}
 
 
 def lora_state_dicts(weights: dict) -> tuple[dict, dict | None]:
@@ -22,8 +32,28 @@ def lora_state_dicts(weights: dict) -> tuple[dict, dict | None]:
     parts = {}
     for prefix in ("unet.", "text_encoder."):
         part = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        if prefix == "text_encoder.":
+            # diffusers 0.35 with transformers 4 cannot place `encoder.layers...` keys (it
+            # fails with an IndexError), and ComfyUI ignores them: write the classic path.
+            part = {classic_clip_path(k): v for k, v in part.items()}
         parts[prefix] = convert_state_dict_to_diffusers(part) if part else None
     return parts["unet."], parts["text_encoder."]
+
+
+def read_lora_weights(lora_dir: Path) -> dict:
+    """The weights file read back as `peft_weights` gives them (`unet.<path>.lora_A.weight`),
+    whichever text-encoder layout it has; ValueError if a key is not one of a LoRA."""
+    from safetensors.torch import load_file
+
+    weights = {}
+    for key, tensor in load_file(str(lora_weights_path(lora_dir))).items():
+        match = _FILE_KEY.match(key)
+        if match is None:
+            raise ValueError(f"{lora_weights_path(lora_dir)} has a key that is not a LoRA "
+                             f"weight ({key!r}): it is not a DreamStudio LoRA file")
+        component, path, diffusers_name, peft_name = match.groups()
+        weights[f"{component}.{path}.{peft_name or _PEFT_NAME[diffusers_name]}.weight"] = tensor
+    return weights
 
 
 def save_lora(output_dir: Path, unet_layers: dict, te_layers: dict | None, info: dict) -> Path:

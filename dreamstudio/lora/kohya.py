@@ -8,14 +8,21 @@ a scalar `alpha` per module; training settings go into the safetensors header (`
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from ..core.files import atomic_path
+from ..core.files import atomic_path, is_temporary
+from ..core.models import describe_source
+from .adapters import classic_clip_path
+from .files import CONFIG_NAME, WEIGHTS_NAME, is_lora_dir, read_lora_info, read_lora_weights
+
+log = logging.getLogger(__name__)
 
 _PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
 # Keys as peft's get_peft_model_state_dict gives them, prefixed with the component, so the
@@ -26,10 +33,8 @@ _KIND = {"lora_A": "lora_down", "lora_B": "lora_up"}
 
 def kohya_module_name(component: str, module_path: str) -> str:
     """`down_blocks.0.attentions.0.proj_in` -> `lora_unet_down_blocks_0_attentions_0_proj_in`."""
-    if component == "text_encoder" and not module_path.startswith("text_model."):
-        # transformers 5 dropped CLIPTextModel's `text_model` wrapper; the tools that read
-        # kohya files expect the classic CLIP path `text_model.encoder.layers.N...`.
-        module_path = "text_model." + module_path
+    if component == "text_encoder":
+        module_path = classic_clip_path(module_path)
     return _PREFIXES[component] + module_path.replace(".", "_")
 
 
@@ -49,10 +54,42 @@ def to_kohya(peft_state: dict[str, torch.Tensor], alpha: float) -> dict[str, tor
     return out
 
 
+# The export sits beside these; on a case-blind disk "Pytorch_Lora_Weights" is the same file.
+_TAKEN_STEMS = {Path(WEIGHTS_NAME).stem.casefold(), Path(CONFIG_NAME).stem.casefold()}
+
+
 def subject_file_name(name: str) -> str:
-    """A portable file name for the subject ('Rex the dog' -> 'Rex_the_dog.safetensors')."""
-    stem = re.sub(r"[^\w.-]+", "_", name, flags=re.UNICODE).strip("._") or "subject"
-    return f"{stem[:80]}.safetensors"
+    """A portable file name for the subject ('Rex the dog' -> 'Rex_the_dog.safetensors'),
+    never that of the diffusers weights file beside it (a run named so gets '_kohya')."""
+    stem = re.sub(r"[^\w.-]+", "_", name, flags=re.UNICODE).strip("._")[:80] or "subject"
+    if stem.casefold() in _TAKEN_STEMS:
+        stem += "_kohya"
+    return f"{stem}.safetensors"
+
+
+def kohya_path(lora_dir: Path, info: dict) -> Path:
+    """Where the kohya file of the LoRA in `lora_dir` (with record `info`) goes."""
+    return Path(lora_dir) / subject_file_name(info.get("subject_name") or Path(lora_dir).name)
+
+
+def find_kohya_file(lora_dir: Path) -> Path | None:
+    """The LoRA's kohya file: the one its record names, else the only other visible
+    .safetensors in the folder (a file renamed by hand). Temporaries are never taken."""
+    lora_dir = Path(lora_dir)
+    named = kohya_path(lora_dir, read_lora_info(lora_dir))
+    if named.is_file():
+        return named
+    others = [p for p in lora_dir.glob("*.safetensors")
+              if p.name != WEIGHTS_NAME and not p.name.startswith(".") and not is_temporary(p)]
+    return others[0] if len(others) == 1 else None
+
+
+def shared_model_name(model: str | None) -> str | None:
+    """The base model as a shared file may name it: a Hub id as it is, a local folder or
+    file by its own name only, since its full path tells others about the user's disk."""
+    if not model or describe_source(model) == "hub":
+        return model
+    return Path(model).expanduser().name or model
 
 
 def kohya_metadata(info: dict) -> dict[str, str]:
@@ -62,7 +99,7 @@ def kohya_metadata(info: dict) -> dict[str, str]:
         "ss_network_module": "networks.lora",
         "ss_network_dim": cfg.get("rank"),
         "ss_network_alpha": cfg.get("rank"),
-        "ss_sd_model_name": cfg.get("model"),
+        "ss_sd_model_name": shared_model_name(cfg.get("model")),
         "ss_base_model_version": info.get("base_model_version", "sd_v1"),
         "ss_v2": info.get("prediction_type") == "v_prediction",
         "ss_max_train_steps": info.get("steps_done"),
@@ -92,3 +129,33 @@ def export_kohya(peft_state: dict[str, torch.Tensor], alpha: float, path: Path,
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=kohya_metadata(info))
     return path
+
+
+def finish_export(lora_dir: Path) -> Path | None:
+    """The kohya file of the finished LoRA in `lora_dir`, written now from its weights when
+    a kill or crash during the export left it missing. None when the run exports none (or
+    is not finished), or when its weights cannot be read (loading the LoRA says why)."""
+    info = read_lora_info(lora_dir)
+    cfg = info.get("config") or {}
+    if not info or not is_lora_dir(lora_dir) or not cfg.get("export_kohya", True):
+        return None
+    path = kohya_path(lora_dir, info)
+    if path.is_file():
+        return path
+    try:
+        weights = read_lora_weights(lora_dir)
+    except (OSError, ValueError, SafetensorError) as exc:
+        # A damaged file: loading the LoRA reports it, in its own words.
+        log.warning("cannot finish the kohya export of %s: %s", lora_dir, exc)
+        return None
+    if not weights:
+        return None
+    # Our LoRAs are trained with alpha = rank; the rank is the down weights' first size.
+    alpha = cfg.get("rank") or next(
+        v.shape[0] for k, v in weights.items() if k.endswith(".lora_A.weight"))
+    log.info("finishing the missing kohya export of %s", lora_dir)
+    try:
+        return export_kohya(weights, alpha, path, info)
+    except OSError as exc:  # e.g. a read-only folder: the LoRA itself still loads
+        log.warning("cannot finish the kohya export of %s: %s", lora_dir, exc)
+        return None

@@ -1,7 +1,9 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
-Each checkpoint is a folder `checkpoints/step-000050/` written under a temporary name and
-renamed into place, so a crash mid-write never leaves a checkpoint that looks complete.
+Each checkpoint is a folder `checkpoints/step-000050/` written under a temporary name
+(`.writing-*`) and renamed into place, so a crash mid-write never leaves a checkpoint that
+looks complete; `remove_unfinished` clears what a killed run left. Its files and folder get
+the umask's modes like every other file, so the run can be moved or shared as a whole.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..core.files import atomic_path, folder_mode
 from ..errors import TrainingError
 
 _NAME = re.compile(r"^step-(\d{6,})$")
+_UNFINISHED = ".writing-"
 STATE_FILE = "state.pt"
 WEIGHTS_FILE = "lora.safetensors"
 
@@ -56,11 +60,15 @@ def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor
     folder = checkpoints_dir(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".writing-"))
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=_UNFINISHED))
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
-                  str(tmp / WEIGHTS_FILE))
-        torch.save(state, tmp / STATE_FILE)
+        os.chmod(tmp, folder_mode())  # mkdtemp makes it 0700
+        # atomic_path for its fsync and its modes (safetensors creates files 0600).
+        with atomic_path(tmp / WEIGHTS_FILE) as part:
+            save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
+                      str(part))
+        with atomic_path(tmp / STATE_FILE) as part:
+            torch.save(state, part)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -70,6 +78,18 @@ def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor
     for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old.path, ignore_errors=True)
     return final
+
+
+def remove_unfinished(output_dir: Path) -> list[Path]:
+    """Delete checkpoint folders a killed run left half-written; only call it where no
+    checkpoint of this run can be being written (as its training starts)."""
+    folder = checkpoints_dir(output_dir)
+    if not folder.is_dir():
+        return []
+    removed = [p for p in folder.glob(f"{_UNFINISHED}*") if p.is_dir()]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def _unreadable(checkpoint: Checkpoint, exc: Exception) -> TrainingError:

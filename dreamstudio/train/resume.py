@@ -2,24 +2,29 @@
 
 `check_resumable` is the one judge of whether a run can be resumed with a config: the app
 asks it before queueing a job and the trainer before loading any model, so both refuse the
-same things with the same words.
+same things with the same words. `tidy_run_folder` clears what a killed earlier attempt at
+the run left behind, before anything of the new attempt is written.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import torch
 
 from ..config import TrainConfig
+from ..core.files import remove_temporaries
 from ..errors import TrainingError
 from ..lora.adapters import peft_weights
+from ..lora.kohya import finish_export
 from .checkpoints import (
     Checkpoint,
     latest_checkpoint,
     load_checkpoint,
     load_state,
+    remove_unfinished,
     save_checkpoint,
 )
 from .session import TrainingSession
@@ -30,6 +35,31 @@ log = logging.getLogger("dreamstudio.training")
 # learning rate, validation, ...) may change between the two.
 RESUME_KEYS = ("model", "instance_prompt", "class_prompt", "rank", "train_text_encoder",
                "resolution", "batch_size", "seed")
+
+
+# What earlier versions wrote under temporary names: the LoRA's folder, the kohya file.
+_OLD_TEMPORARIES = (".saving-*", ".kohya-*.safetensors")
+
+
+def tidy_run_folder(config: TrainConfig) -> None:
+    """Remove the half-written files of a killed attempt at this run (checkpoint folders,
+    temporaries of the LoRA, kohya, validation and settings files); on a resume, also write
+    the kohya file of a LoRA that was killed while it was being exported."""
+    folder = Path(config.output_dir)
+    if not folder.is_dir():
+        return
+    removed = remove_unfinished(folder) + remove_temporaries(folder)
+    for pattern in _OLD_TEMPORARIES:
+        for path in folder.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log.info("removed what an interrupted attempt left: %s", [p.name for p in removed])
+    if config.resume:
+        finish_export(folder)
 
 
 def resume_settings(config: TrainConfig) -> dict:

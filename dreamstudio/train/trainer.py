@@ -24,7 +24,7 @@ from ..core.models import load_pipeline, prediction_type
 from ..errors import TrainingError
 from ..lora.adapters import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, peft_weights
 from ..lora.files import lora_state_dicts, save_lora
-from ..lora.kohya import export_kohya, subject_file_name
+from ..lora.kohya import export_kohya, kohya_path
 from ..workspace.runs import run_log_path
 from .checkpoints import Checkpoint
 from .class_gallery import describe_recipe, list_class_images
@@ -32,7 +32,7 @@ from .class_images import class_image_recipe, generate_missing_class_images
 from .events import ProgressFn, TrainProgress, TrainResult
 from .identifiers import identifier_of, refuse_identifier_in_class_prompt
 from .latents import LatentCache, LoadedImages, load_image_files, load_images, tokenize
-from .resume import check_resumable, restore_session, save_session
+from .resume import check_resumable, restore_session, save_session, tidy_run_folder
 from .session import TrainingSession
 from .setup import Batches, apply_speedups, cast_frozen, make_optimizer, new_accelerator
 from .step import training_step
@@ -74,6 +74,7 @@ def train(
         precision = auto_mixed_precision(device)
     if precision == "fp16" and device.type == "cpu":
         raise TrainingError("fp16 mixed precision needs a GPU; use bf16 or no on the CPU.")
+    tidy_run_folder(config)
     # A resume that cannot work is refused before minutes of model loading.
     checkpoint = check_resumable(config) if config.resume else None
     handler = _attach_log_file(config.output_dir)
@@ -101,8 +102,6 @@ def train(
         handler.close()
         pipe = session = None
         release_memory()
-
-
 
 
 def _execute(session: TrainingSession, checkpoint: Checkpoint | None) -> TrainResult:
@@ -295,7 +294,7 @@ def _finish(session: TrainingSession, steps_per_second: float) -> TrainResult:
     cfg, accelerator = session.config, session.accelerator
     session.emit("saving", cfg.steps, loss=session.losses[-1], message="Saving LoRA")
     accelerator.wait_for_everyone()
-    lora_path = kohya_path = None
+    lora_path = kohya_file = None
     if accelerator.is_main_process:
         unet = accelerator.unwrap_model(session.unet)
         te = (accelerator.unwrap_model(session.text_encoder) if cfg.train_text_encoder
@@ -304,15 +303,13 @@ def _finish(session: TrainingSession, steps_per_second: float) -> TrainResult:
         info = _info(session, steps_per_second)
         lora_path = save_lora(cfg.output_dir, *lora_state_dicts(weights), info)
         if cfg.export_kohya:
-            kohya_path = export_kohya(weights, cfg.rank,
-                                      cfg.output_dir / subject_file_name(info["subject_name"]),
-                                      info)
+            kohya_file = export_kohya(weights, cfg.rank, kohya_path(cfg.output_dir, info), info)
     accelerator.free_memory()
     seconds = time.monotonic() - session.start
     message = f"Training finished in {seconds:.0f} s: LoRA saved to {lora_path}"
     session.emit("done", cfg.steps, loss=session.losses[-1], eta_seconds=0.0, message=message)
     return TrainResult("completed", cfg.output_dir, lora_path, cfg.steps, session.losses[-1],
-                       seconds, session.losses, session.skipped, message, kohya_path,
+                       seconds, session.losses, session.skipped, message, kohya_file,
                        steps_per_second)
 
 

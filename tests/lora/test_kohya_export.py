@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from safetensors import safe_open
 from dreamstudio.config import TrainConfig
 from dreamstudio.core.models import load_pipeline
 from dreamstudio.lora.adapters import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, peft_weights
-from dreamstudio.lora.files import read_lora_info
+from dreamstudio.lora.files import CONFIG_NAME, WEIGHTS_NAME, read_lora_info
 from dreamstudio.lora.kohya import kohya_metadata, kohya_module_name, subject_file_name, to_kohya
 from dreamstudio.train.trainer import train
 
@@ -62,7 +64,7 @@ def test_file_is_named_after_the_subject_with_metadata(run):
         keys = list(fh.keys())
     assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "4"
     assert meta["ss_max_train_steps"] == "10"
-    assert meta["ss_sd_model_name"].endswith("tiny-sd")
+    assert meta["ss_sd_model_name"] == "tiny-sd"  # the folder's name, not where it is
     assert meta["dreamstudio_identifier"] == "sks"
     assert meta["ss_resolution"] == "(64, 64)"
     assert meta["ss_unet_lr"] == "0.005" and meta["ss_text_encoder_lr"] == "0.005"
@@ -101,3 +103,43 @@ def test_kohya_file_generates_the_same_image_as_the_diffusers_file(run, tiny_mod
                                             ("Zoë", "Zoë.safetensors"), ("", "subject.safetensors")])
 def test_subject_file_names_are_safe(name, expected):
     assert subject_file_name(name) == expected
+
+
+@pytest.mark.parametrize("model, shown", [
+    ("/home/ana/private/models/dreamshaper_8.safetensors", "dreamshaper_8.safetensors"),
+    ("/home/ana/private/models/sd15-diffusers/", "sd15-diffusers"),
+    ("~/models/v1-5-pruned.ckpt", "v1-5-pruned.ckpt"),
+    ("stable-diffusion-v1-5/stable-diffusion-v1-5", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+])
+def test_the_base_model_is_named_without_the_users_folders(model, shown):
+    assert kohya_metadata({"config": {"model": model, "rank": 4}})["ss_sd_model_name"] == shown
+
+
+def test_a_local_base_model_that_exists_is_named_by_its_own_name(tiny_model):
+    meta = kohya_metadata({"config": {"model": str(tiny_model), "rank": 4}})
+    assert meta["ss_sd_model_name"] == "tiny-sd"
+    assert str(tiny_model.parent) not in json.dumps(meta)
+
+
+@pytest.mark.parametrize("name", ["pytorch_lora_weights", "PyTorch_Lora_Weights",
+                                  "pytorch lora weights", "dreamstudio_lora", ".pytorch_lora_weights"])
+def test_the_export_never_takes_the_name_of_a_file_beside_it(name):
+    taken = {WEIGHTS_NAME.casefold(), CONFIG_NAME.casefold(),
+             f"{Path(CONFIG_NAME).stem}.safetensors".casefold()}
+    assert subject_file_name(name).casefold() not in taken
+
+
+def test_a_run_named_like_the_weights_file_keeps_both_files(tiny_model, small_dog_dir,
+                                                          tmp_path):
+    out = tmp_path / "pytorch_lora_weights"  # as with --output DIR/pytorch_lora_weights
+    result = train(TrainConfig(model=str(tiny_model), instance_dir=small_dog_dir,
+                               instance_prompt="a photo of sks dog", output_dir=out, steps=1,
+                               resolution=64, validation_every=0, checkpoint_every=0,
+                               mixed_precision="no", train_text_encoder=False))
+    assert result.kohya_path != result.lora_path
+    assert result.kohya_path.name == "pytorch_lora_weights_kohya.safetensors"
+    # Still the diffusers file beside the kohya one (safe_open has keys() but no iteration).
+    with safe_open(str(result.lora_path), framework="pt") as fh:
+        assert all(k.startswith("unet.") for k in fh.keys())  # noqa: SIM118
+    with safe_open(str(result.kohya_path), framework="pt") as fh:
+        assert all(k.startswith("lora_unet_") for k in fh.keys())  # noqa: SIM118
