@@ -104,14 +104,30 @@ def check_model(model: str) -> None:
         )
 
 
+def _workspace_folder(path: Path) -> Path:
+    """The workspace, made if missing; a path that cannot be one is refused here, so that
+    the only OSError left for the server to raise is about its port."""
+    workspace = path.expanduser().resolve()
+    if workspace.exists() and not workspace.is_dir():
+        raise InputError(f"--workspace {path} is a file, not a folder: give a folder "
+                         "(it is created if missing).")
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+        if not os.access(workspace, os.R_OK | os.W_OK | os.X_OK):
+            raise PermissionError(13, "permission denied", str(workspace))
+    except OSError as exc:
+        raise InputError(f"Cannot use --workspace {path} ({exc.strerror or exc}): give a "
+                         "folder you can write to.") from exc
+    return workspace
+
+
 def launch(argv: list[str] | None = None, block: bool = True,
            quiet: bool = False) -> tuple[gr.Blocks, Studio]:
     """Build and start the app; returns (demo, studio). block=False returns at once
     (the server runs in a thread; call demo.close() to stop it)."""
     options = parse_args(argv)
     check_model(options.model)
-    workspace = options.workspace.expanduser().resolve()
-    workspace.mkdir(parents=True, exist_ok=True)
+    workspace = _workspace_folder(options.workspace)
     # Gradio reads these when it builds components and the server: uploads and cached
     # outputs go inside the workspace, the only folder the app serves files from.
     os.environ["GRADIO_TEMP_DIR"] = str(workspace / ".gradio-cache")
