@@ -63,8 +63,10 @@ from .workspace.runs import (
 
 class Studio:
     def __init__(self, workspace: Path, model: str = DEFAULT_MODEL, device: str | None = None,
-                 model_config_dir: str | None = None):
+                 model_config_dir: str | None = None, scorer_models: dict | None = None):
         self.workspace = Workspace(workspace)
+        # Scorer models the server's owner offers besides the defaults, by EvalConfig field.
+        self.scorer_models: dict[str, str] = dict(scorer_models or {})
         self.model = model
         self.device = device
         self.model_config_dir = model_config_dir

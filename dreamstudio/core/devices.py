@@ -12,9 +12,11 @@ from ..errors import InputError
 DEVICE_NAMES = ("cpu", "cuda", "mps")
 
 
-def pick_device(requested: str | None = None) -> torch.device:
+def pick_device(requested: str | torch.device | None = None) -> torch.device:
     """CUDA if present, else Apple MPS, else CPU - unless the caller names one, which
     must then be there: a device that is missing fails here, not deep inside torch."""
+    if isinstance(requested, torch.device):
+        return requested  # one already picked (a generator's, passed on to its scorers)
     if requested:
         return _requested_device(requested)
     if torch.cuda.is_available():
