@@ -9,20 +9,12 @@ import torch
 from dreamstudio.core.tiny_model import EPSILON, assemble_pipeline
 
 
-def save_sd15_architecture(directory: Path, seed: int = 0) -> Path:
-    """Stable Diffusion 1.5's exact architecture with random weights, as a diffusers folder.
-
-    Compute per step equals the real model's, so speed and memory figures measured on it
-    hold for real SD 1.5 weights; its images are noise.
-    """
-
-    from diffusers import (
-        AutoencoderKL,
-        UNet2DConditionModel,
-    )
+def sd15_components():
+    """SD 1.5's UNet, VAE and text encoder, built on the current default device (random
+    weights; on "meta" only their shapes)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         sample_size=64,
         cross_attention_dim=768,
@@ -45,6 +37,16 @@ def save_sd15_architecture(directory: Path, seed: int = 0) -> Path:
         num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
         projection_dim=768, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
     ))
-    pipe = assemble_pipeline(unet, vae, text_encoder, EPSILON)
+    return unet, vae, text_encoder
+
+
+def save_sd15_architecture(directory: Path, seed: int = 0) -> Path:
+    """Stable Diffusion 1.5's exact architecture with random weights, as a diffusers folder.
+
+    Compute per step equals the real model's, so speed and memory figures measured on it
+    hold for real SD 1.5 weights; its images are noise.
+    """
+    torch.manual_seed(seed)
+    pipe = assemble_pipeline(*sd15_components(), EPSILON)
     pipe.save_pretrained(Path(directory))
     return Path(directory)

@@ -12,9 +12,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.architectures import ARCHITECTURES
 from .core.models import DEFAULT_MODEL
 from .errors import InputError
 from .generate.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
+from .train.identifiers import refuse_identifier_in_class_prompt
 
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
 CROP_MODES = ("face", "object")
@@ -150,7 +152,9 @@ class TrainConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     model_config_dir: str | None = field(
         default=None,
-        metadata={"help": "Config folder for single-file checkpoints (avoids the Hub)."},
+        metadata={"help": "A single-file checkpoint's architecture: "
+                          f"{', '.join(ARCHITECTURES)} or a diffusers folder with its configs "
+                          "(default: read from the checkpoint)."},
     )
     device: str | None = field(
         default=None, metadata={"help": "Force a device ('cpu', 'cuda', 'mps')."}
@@ -194,6 +198,7 @@ class TrainConfig:
         if self.with_prior_preservation:
             check(self.class_dir is not None,
                    "Prior preservation needs a class folder (--class-dir) to keep class images.")
+            refuse_identifier_in_class_prompt(self.instance_prompt, self.class_prompt)
         elif self.class_dir is not None:
             raise InputError(
                 "A class folder was given without a class prompt: add --class-prompt "

@@ -6,6 +6,7 @@ UI only turns widget values into typed configs and shows what comes back.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -50,7 +51,7 @@ from .train.jobs import JobStatus, TrainingJobs
 from .train.presets import PRESETS
 from .train.resume import check_resumable
 from .workspace.layout import LoraEntry, LoraFacts, Workspace
-from .workspace.locks import SubjectLocks
+from .workspace.locks import SubjectLocks, release_workspace_lock, take_workspace_lock
 from .workspace.runs import (
     RunInfo,
     describe_run,
@@ -65,8 +66,7 @@ class Studio:
     def __init__(self, workspace: Path, model: str = DEFAULT_MODEL, device: str | None = None,
                  model_config_dir: str | None = None, scorer_models: dict | None = None):
         self.workspace = Workspace(workspace)
-        # Scorer models the server's owner offers besides the defaults, by EvalConfig field.
-        self.scorer_models: dict[str, str] = dict(scorer_models or {})
+        self.scorer_models = dict(scorer_models or {})  # offered besides EvalConfig's defaults
         self.model = model
         self.device = device
         self.model_config_dir = model_config_dir
@@ -77,6 +77,11 @@ class Studio:
         self._stop_flags = StopFlags()
         self._scorers = ScorerCache()  # fidelity models, loaded once
         self.identifiers = IdentifierAdvisor(model, model_config_dir)
+
+    def claim_workspace(self, port: int) -> None:
+        """Refuse to serve a workspace another live app serves; hold it until exit."""
+        take_workspace_lock(self.workspace.root, port)
+        atexit.register(release_workspace_lock, self.workspace.root)
 
     # ---- Data ---------------------------------------------------------------------------
     def add_photos(self, subject: str, files: list[Path]) -> Upload:

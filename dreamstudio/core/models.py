@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelLoadError
+from .architectures import ARCHITECTURES, single_file_sources, uses_shipped_config
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -43,8 +44,8 @@ def _network_hint(exc: BaseException) -> str | None:
             "it is not in the local Hugging Face cache and there is no network access to "
             "the Hub (or HF_HUB_OFFLINE is set). Download it once with network access, or "
             "pass a local diffusers folder or a .safetensors file. (A single-file checkpoint "
-            "also needs its architecture configs: pass --model-config with a local diffusers "
-            "folder of the same architecture to load it offline.)"
+            "needs no --model-config for SD 1.x and 2.x: leave it out, or name one of "
+            f"{', '.join(ARCHITECTURES)}.)"
         )
     return None
 
@@ -77,7 +78,8 @@ def load_pipeline(
     """Load a StableDiffusionPipeline (SD 1.x or 2.x) onto `device` in `dtype`.
 
     `config_dir` is only used for single-file checkpoints: a diffusers folder (or Hub id)
-    whose configs describe the checkpoint's architecture, so no Hub access is needed.
+    whose configs describe the checkpoint's architecture, or the name of a shipped one
+    (ARCHITECTURES); without it the shipped one the checkpoint's tensors say is used.
     """
     from diffusers import StableDiffusionPipeline
 
@@ -100,9 +102,9 @@ def load_pipeline(
                     f"Model file {path} is not a .safetensors or .ckpt checkpoint."
                 )
             _check_checkpoint_file(path)
-            kwargs = {"config": config_dir} if config_dir else {}
+            config, components = single_file_sources(path, config_dir)
             pipe = StableDiffusionPipeline.from_single_file(
-                str(path), dtype=dtype, safety_checker=None, **kwargs
+                str(path), dtype=dtype, safety_checker=None, config=config, **components
             )
         elif kind == "hub":
             pipe = StableDiffusionPipeline.from_pretrained(
@@ -121,7 +123,10 @@ def load_pipeline(
             "file": f"the single-file checkpoint {path}",
             "hub": f"the Hugging Face Hub id '{model}'",
         }[kind]
-        hint = _network_hint(exc) if kind in ("hub", "file") else None
+        # A checkpoint with a local or shipped config never touches the Hub.
+        from_hub = kind == "hub" or (kind == "file" and not uses_shipped_config(config_dir)
+                                     and not Path(config_dir).expanduser().is_dir())
+        hint = _network_hint(exc) if from_hub else None
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ModelLoadError(
             f"Could not load the base model from {tried}: "
@@ -131,6 +136,19 @@ def load_pipeline(
     return pipe.to(device)
 
 
-def prediction_type(scheduler) -> str:
-    """SD 2.x 768 models predict velocity, SD 1.x predicts noise; training must match."""
-    return getattr(scheduler.config, "prediction_type", "epsilon") or "epsilon"
+# What the training loss knows how to target: noise (SD 1.x, SD 2.x 512) or velocity
+# (SD 2.x 768). A model that predicts the clean sample would be trained against noise.
+TRAINABLE_PREDICTIONS = ("epsilon", "v_prediction")
+
+
+def prediction_type(scheduler, model: str | None = None) -> str:
+    """What the model predicts, as its scheduler says; training must match it, so a kind
+    the training loss has no target for is refused, naming the model."""
+    kind = getattr(scheduler.config, "prediction_type", "epsilon") or "epsilon"
+    if kind not in TRAINABLE_PREDICTIONS:
+        raise ModelLoadError(
+            f"Base model '{model or 'this model'}' predicts '{kind}' (prediction_type in its "
+            f"scheduler config), which DreamStudio cannot train: only {TRAINABLE_PREDICTIONS} "
+            "models (SD 1.x, SD 2.x) are supported. Pick another base model."
+        )
+    return kind

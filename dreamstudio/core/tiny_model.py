@@ -7,48 +7,13 @@ the code paths a full-size model does.
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 import torch
 
+from .clip_vocab import write_clip_tokenizer_files
+
 EPSILON = "epsilon"  # what SD 1.x predicts; "v_prediction" builds an SD 2.x-style model
-
-
-def _clip_bpe_path() -> Path:
-    # open_clip ships the SD 1.x vocabulary; the Hub (where the tokenizer normally comes
-    # from) may be unreachable, so this is the offline source of the real tokenizer.
-    try:
-        import open_clip
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise RuntimeError(
-            "building the tiny test model needs open_clip_torch (pip install open_clip_torch)"
-        ) from exc
-    path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    if not path.is_file():  # pragma: no cover
-        raise RuntimeError(f"CLIP vocabulary not found at {path}")
-    return path
-
-
-def write_clip_tokenizer_files(directory: Path) -> tuple[Path, Path]:
-    """Write vocab.json and merges.txt of the 49,408-token CLIP tokenizer into `directory`."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    with gzip.open(_clip_bpe_path()) as fh:
-        lines = fh.read().decode("utf-8").split("\n")
-    # Same slice as CLIP's own tokenizer: 49152 - 256 - 2 merges after the header line.
-    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
-    byte_chars = list(bytes_to_unicode().values())
-    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    directory.mkdir(parents=True, exist_ok=True)
-    vocab_path, merges_path = directory / "vocab.json", directory / "merges.txt"
-    vocab_path.write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
-    merges_path.write_text(
-        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
-    )
-    return vocab_path, merges_path
 
 
 def assemble_pipeline(unet, vae, text_encoder, prediction_type: str):

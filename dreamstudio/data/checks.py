@@ -106,7 +106,13 @@ def review_warnings(report: PrepareReport) -> None:
 
     overall = []
     count = len(used)
-    if count < MIN_PHOTOS:
+    if report.faceless:
+        # "Add more photos" would send the person off for more photos that fail alike.
+        overall.append(
+            "No face was found in any photo: face mode is for people. For a pet or an "
+            "object, prepare the photos in object mode (a centre square) instead."
+        )
+    elif count < MIN_PHOTOS:
         overall.append(
             f"Only {count} photo{'s' if count != 1 else ''} will be used: DreamBooth needs at "
             f"least {MIN_PHOTOS}. Add more photos (5-20 work best)."

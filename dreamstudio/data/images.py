@@ -8,8 +8,11 @@ photos open when pillow-heif is installed, and otherwise get a message saying ho
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,12 @@ MAX_PIXELS = 80_000_000
 # Transparent areas become mid-grey: black or white backgrounds would teach the model a
 # strong, wrong background colour, grey is the least informative choice.
 BACKGROUND_GREY = (128, 128, 128)
+
+LINK_LOOP = "a link that loops back on itself"
+
+# Wide grey images (16-bit, 32-bit, float) are brought to 8 bits this many pixels at a
+# time: converting all at once in float64 took 24 bytes a pixel (2.7 GB for one PNG).
+CONVERT_CHUNK_PIXELS = 1 << 16
 
 HEIC_ADVICE = "HEIC photo: install pillow-heif (pip install pillow-heif) or convert it to JPEG"
 
@@ -102,12 +111,16 @@ class ImageRejected(InputError):
         return (type(self), (self.reason, self.path))
 
 
-def open_rgb(path: str | Path) -> Image.Image:
+def open_rgb(path: str | Path, folder: str | Path | None = None) -> Image.Image:
     """Return the photo at `path` fully decoded as an RGB image, upright per its EXIF tag.
 
-    Raises ImageRejected with a human-readable reason for anything unusable.
+    With `folder`, a link that leads out of it is refused before anything is read: a photo
+    folder must not become a way to read other files. Raises ImageRejected with a
+    human-readable reason for anything unusable.
     """
     path = Path(path)
+    if folder is not None:
+        _check_link(path, Path(folder))
     _check_file(path)
     try:
         with Image.open(path) as im:
@@ -133,16 +146,42 @@ def open_rgb(path: str | Path) -> Image.Image:
         raise ImageRejected(f"unreadable or truncated image: {exc}", path) from None
 
 
+def _check_link(path: Path, folder: Path) -> None:
+    if not path.is_symlink():
+        return
+    try:
+        target = path.resolve()
+        inside = target.is_relative_to(folder.resolve())
+    except RuntimeError:  # Python < 3.13 reports a loop so; later ones as OSError
+        raise ImageRejected(LINK_LOOP, path) from None
+    except OSError as exc:
+        raise ImageRejected(LINK_LOOP if exc.errno == errno.ELOOP
+                            else f"cannot follow the link: {exc.strerror or exc}", path) from None
+    if not inside:
+        raise ImageRejected(
+            "a link to a file outside the photo folder, not followed: copy the photo itself "
+            "into the folder", path)
+
+
 def _check_file(path: Path) -> None:
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except FileNotFoundError:
-        raise ImageRejected("file not found", path) from None
+        reason = ("broken link: the file it points to does not exist" if path.is_symlink()
+                  else "file not found")
+        raise ImageRejected(reason, path) from None
     except OSError as exc:
-        raise ImageRejected(f"cannot read the file: {exc.strerror or exc}", path) from None
-    if not path.is_file():
-        raise ImageRejected("not a regular file", path)
-    if size == 0:
+        reason = (LINK_LOOP if exc.errno == errno.ELOOP
+                  else f"cannot read the file: {exc.strerror or exc}")
+        raise ImageRejected(reason, path) from None
+    # Decided from stat alone: opening a named pipe would wait forever for a writer.
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageRejected("a folder, not a photo file", path)
+    if stat.S_ISFIFO(info.st_mode):
+        raise ImageRejected("a named pipe, not a photo file", path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageRejected("not a regular file (a device or socket)", path)
+    if info.st_size == 0:
         raise ImageRejected("empty file (0 bytes)", path)
 
 
@@ -182,10 +221,8 @@ def _upright(im: Image.Image) -> Image.Image:
 def to_rgb(im: Image.Image) -> Image.Image:
     """Convert an image of any PIL mode to 8-bit RGB (a new image, the input is untouched)."""
     mode = im.mode
-    if mode in _SIXTEEN_BIT_MODES or mode == "I":
-        return _grey_array_to_rgb(_scale_integer(np.asarray(im)))
-    if mode == "F":
-        return _grey_array_to_rgb(_scale_float(np.asarray(im, dtype=np.float64)))
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        return _wide_grey_to_rgb(im)
     if mode in _ALPHA_MODES or "transparency" in im.info:
         return _flatten_alpha(im)
     try:
@@ -200,34 +237,38 @@ def _flatten_alpha(im: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
-def _scale_integer(values: np.ndarray) -> np.ndarray:
-    values = values.astype(np.float64)
-    if values.size and values.min() >= 0 and values.max() <= 65535:
-        # 16-bit data: 65535 / 257 = 255 exactly, so the full range maps onto 8 bits.
-        return values / 257.0
-    return _stretch(values)
+def _slices(im: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    """(top row, finite float64 values) of successive bands of rows of a one-band image."""
+    rows = max(1, CONVERT_CHUNK_PIXELS // max(im.width, 1))
+    for top in range(0, im.height, rows):
+        band = np.asarray(im.crop((0, top, im.width, min(top + rows, im.height))),
+                          dtype=np.float64)
+        yield top, np.where(np.isfinite(band), band, 0.0)
 
 
-def _scale_float(values: np.ndarray) -> np.ndarray:
-    values = np.where(np.isfinite(values), values, 0.0)
-    if values.size == 0:
-        return values
-    low, high = values.min(), values.max()
-    if low >= 0 and high <= 1.0:
-        return values * 255.0  # the usual 0..1 float convention
-    if low >= 0 and high <= 255.0:
-        return values
-    return _stretch(values)
-
-
-def _stretch(values: np.ndarray) -> np.ndarray:
-    # Unknown range: map min..max onto 0..255 so the picture stays visible.
-    low, high = float(values.min()), float(values.max())
-    if not math.isfinite(high - low) or high <= low:
-        return np.zeros_like(values)
-    return (values - low) * (255.0 / (high - low))
-
-
-def _grey_array_to_rgb(values: np.ndarray) -> Image.Image:
-    grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+def _wide_grey_to_rgb(im: Image.Image) -> Image.Image:
+    low, high = math.inf, -math.inf
+    for _, values in _slices(im):
+        if values.size:
+            low, high = min(low, float(values.min())), max(high, float(values.max()))
+    scale = _scaling(im.mode, low, high)
+    grey = np.empty((im.height, im.width), dtype=np.uint8)
+    for top, values in _slices(im):
+        grey[top:top + len(values)] = np.clip(np.rint(scale(values)), 0, 255)
     return Image.fromarray(grey).convert("RGB")
+
+
+def _scaling(mode: str, low: float, high: float) -> Callable[[np.ndarray], np.ndarray]:
+    """How values between `low` and `high` of a wide grey `mode` map onto 0..255."""
+    if mode == "F":
+        if low >= 0 and high <= 1.0:
+            return lambda v: v * 255.0  # the usual 0..1 float convention
+        if low >= 0 and high <= 255.0:
+            return lambda v: v
+    elif low >= 0 and high <= 65535:
+        # 16-bit data: 65535 / 257 = 255 exactly, so the full range maps onto 8 bits.
+        return lambda v: v / 257.0
+    # Unknown range: map low..high onto 0..255 so the picture stays visible.
+    if not math.isfinite(high - low) or high <= low:
+        return np.zeros_like
+    return lambda v: (v - low) * (255.0 / (high - low))

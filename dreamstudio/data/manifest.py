@@ -17,6 +17,7 @@ from ..errors import InputError
 from .images import IMAGE_SUFFIXES
 
 MANIFEST_NAME = "manifest.json"
+NO_FACE = "no face found"  # the verdict on a photo face mode cannot crop
 # 2 added faces, review edits and warnings; version 1 manifests still load.
 MANIFEST_VERSION = 2
 
@@ -100,6 +101,12 @@ class PrepareReport:
             f"There is no prepared photo named '{output}'. Pick one of the photos shown on "
             "the Data tab (or press Prepare again if the list is out of date)."
         )
+
+    @property
+    def faceless(self) -> bool:
+        """Face mode found a face in none of the photos: most likely a pet or an object."""
+        return (self.config.mode == "face" and any(r.reason == NO_FACE for r in self.results)
+                and not any(r.faces for r in self.results))
 
     @property
     def kept(self) -> list[PhotoResult]:

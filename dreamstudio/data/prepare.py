@@ -23,8 +23,15 @@ from ..errors import InputError
 from .checks import dhash, review_warnings, sharpness
 from .crops import Box, centre_crop_box, crop_box_for_face, fit_square, save_crop
 from .faces import FaceDetector, faces_by_prominence, shared_detector
-from .images import ImageRejected, open_rgb
-from .manifest import MANIFEST_NAME, PhotoResult, PrepareReport, photo_digest, write_manifest
+from .images import IMAGE_SUFFIXES, ImageRejected, open_rgb
+from .manifest import (
+    MANIFEST_NAME,
+    NO_FACE,
+    PhotoResult,
+    PrepareReport,
+    photo_digest,
+    write_manifest,
+)
 
 # Files that operating systems drop into photo folders; not worth a "not an image" line.
 _JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini"})
@@ -33,10 +40,12 @@ Progress = Callable[[int, int, str], None]
 
 
 def list_image_files(input_dir: Path) -> list[Path]:
-    """Every regular, non-hidden file in `input_dir`, sorted by name.
+    """Every non-hidden entry of `input_dir` that may have been meant as a photo, by name.
 
     No suffix filter: a stray .txt or .heic should show up as rejected with a reason rather
-    than silently vanish, so the user knows why their photo count is lower.
+    than silently vanish, so the user knows why their photo count is lower. The same goes
+    for broken links, pipes and a folder named like a photo; only plain sub-folders are
+    left out.
     """
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
@@ -47,7 +56,7 @@ def list_image_files(input_dir: Path) -> list[Path]:
     files = [
         p
         for p in input_dir.iterdir()
-        if p.is_file()
+        if (not p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES)
         and not p.name.startswith(".")
         and p.name != MANIFEST_NAME
         and p.name.lower() not in _JUNK_NAMES
@@ -160,7 +169,7 @@ def _prepare_one(
 ) -> PhotoResult:
     result = PhotoResult(source=source.name, kept=False)
     try:
-        img = open_rgb(source)
+        img = open_rgb(source, folder=source.parent)
         result.image_size = list(img.size)
         duplicate_of = _note_content(source, seen, result)
         if duplicate_of is not None:
@@ -186,7 +195,7 @@ def _prepare_one(
             result.faces = [{"box": [round(v, 2) for v in f.box], "prob": round(f.prob, 6)}
                             for f in faces]
             if not faces and box is None:
-                result.reason = "no face found"
+                result.reason = NO_FACE
                 return result
             if box is None:
                 index = edit.face_index if edit.face_index is not None else 0
@@ -234,7 +243,8 @@ def _refuse_overlap(sources: list[Path], output_dir: Path) -> None:
     # the next folder scan would pick our crops up as photos.
     out = output_dir.resolve()
     for source in sources:
-        if source.resolve().parent == out:
+        # The folder, not the file: a link's target is open_rgb's business, and may loop.
+        if source.parent.resolve() == out:
             raise InputError(
                 f"'{source.name}' is inside the output folder '{output_dir}'. "
                 "Choose an output folder that is separate from your photos."

@@ -146,14 +146,15 @@ def _open(output_dir: Path) -> PrepareReport:
 
 def _original(source_dir: Path, result: PhotoResult, check_digest: bool = True) -> Image.Image:
     path = Path(source_dir) / result.source
-    if check_digest and result.digest and path.is_file():
+    # Opened first: it refuses a link out of the folder before anything reads it.
+    img = open_rgb(path, folder=source_dir)  # ImageRejected names the file if it is unusable
+    if check_digest and result.digest:
         digest = photo_digest(path)
         if digest != result.digest:
             raise InputError(
                 f"Photo '{result.source}' changed since it was prepared, so its crop no "
                 "longer matches: press Prepare again, then edit it."
             )
-    img = open_rgb(path)  # ImageRejected names the file if it went missing or broke
     if result.image_size and list(img.size) != list(result.image_size):
         raise InputError(
             f"Photo '{result.source}' is {img.width}x{img.height} now but was "

@@ -33,7 +33,8 @@ def add_photos(originals: Path, files: list[Path]) -> Upload:
     """Copy `files` into `originals`, skipping missing files and exact duplicates."""
     originals = Path(originals)
     originals.mkdir(parents=True, exist_ok=True)
-    known = {file_digest(p) for p in originals.iterdir() if p.is_file()}
+    # Links are not read: one leading out of the folder is refused when preparing, too.
+    known = {file_digest(p) for p in originals.iterdir() if p.is_file() and not p.is_symlink()}
     upload = Upload()
     for src in map(Path, files):
         if not src.is_file():

@@ -113,7 +113,8 @@ class EvalConfig:
             setattr(self, name, " ".join(value.split()) if value and value.strip() else None)
         if self.identifier and self.class_noun:
             return
-        train_config = read_lora_info(self.lora_dir).get("config") or {}
+        info = read_lora_info(self.lora_dir)
+        train_config = info.get("config") or {}
         instance_prompt = train_config.get("instance_prompt")
         if not instance_prompt:
             raise InputError(
@@ -121,8 +122,10 @@ class EvalConfig:
                 "missing or has none), so its identifier and class noun are unknown: give "
                 "them explicitly (e.g. --identifier sks --class-noun dog)."
             )
+        # The identifier the trainer recorded is the rare token it found with the tokenizer.
         identifier, class_noun = split_instance_prompt(
-            instance_prompt, self.class_noun, train_config.get("class_prompt")
+            instance_prompt, self.class_noun, train_config.get("class_prompt"),
+            identifier=self.identifier or info.get("identifier"),
         )
         self.identifier = self.identifier or identifier
         self.class_noun = self.class_noun or class_noun

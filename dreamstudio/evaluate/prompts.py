@@ -133,4 +133,6 @@ def without_identifier(prompt: str, identifier: str) -> str:
     if not identifier:
         return _squash(prompt)
     # Whole words only, so an identifier like "sks" leaves a word like "sksa" alone.
-    return _squash(re.sub(rf"(?<!\S){re.escape(identifier)}(?!\S)", " ", prompt))
+    # Any case: 'a SKS dog' was trained as the same token as 'sks' (CLIP lowercases).
+    return _squash(re.sub(rf"(?<!\S){re.escape(identifier)}(?!\S)", " ", prompt,
+                          flags=re.IGNORECASE))

@@ -2,8 +2,10 @@
 
 Prior preservation trains on pictures of the class ("a photo of dog") next to the subject.
 They live in one folder per (base model, class prompt, resolution), reused by every subject
-of that class. DreamStudio fills it with the base model's own images, named class_NNNN.png
-(and notes the prompt in class_images.json); anything else in it was put there by the user,
+of that class. DreamStudio fills it with the base model's own images, named class_NNNN.png,
+and records in class_images.json how it made each one (its recipe: model, prompt, size,
+sampler, steps, precision, seed). A run uses the generated images whose recipe matches its
+own and generates the rest; anything the record does not list was put there by the user,
 and training uses those pictures just the same.
 """
 
@@ -22,19 +24,54 @@ from ..data.images import IMAGE_SUFFIXES
 from ..data.manifest import image_files
 from ..errors import InputError
 
-GENERATED_NAME = re.compile(r"^class_\d{4,}\.png$")
+GENERATED_NAME = re.compile(r"^class_(\d{4,})\.png$")
 RECORD = "class_images.json"
 OWN_PREFIX = "own_"
+# What makes two class images alike. The seed is recorded but not compared: another seed
+# draws another sample of the same class, as good for the prior, and regenerating a
+# hundred images for a new seed would cost more than the training.
+RECIPE_KEYS = ("model", "class_prompt", "negative_prompt", "resolution", "sampler", "steps",
+               "precision")
+
+
+def _normal(key: str, value):
+    return " ".join(str(value).lower().split()) if key == "class_prompt" else value
+
+
+def recipe_matches(made: dict | None, wanted: dict | None) -> bool:
+    """True if an image made by `made` serves a run that wants `wanted`. An image recorded
+    before recipes were (only its prompt and size are known) is judged on those."""
+    if wanted is None:
+        return True
+    if not made or "class_prompt" not in made or "resolution" not in made:
+        return False
+    return all(_normal(k, made[k]) == _normal(k, wanted[k])
+               for k in RECIPE_KEYS if k in made and k in wanted)
+
+
+def describe_recipe(recipe: dict) -> str:
+    """'a photo of dog' at 64 px, 25 steps, bf16: how an image was (or will be) made."""
+    parts = [f"'{recipe.get('class_prompt')}' at {recipe.get('resolution')} px"]
+    parts += [f"{recipe[k]} steps" if k == "steps" else f"{k} {recipe[k]}"
+              for k in ("steps", "precision", "model") if recipe.get(k) is not None]
+    return ", ".join(parts)
 
 
 @dataclass
 class ClassImage:
     path: Path
-    generated: bool  # made by DreamStudio from the class prompt; else supplied by the user
+    recipe: dict | None  # how DreamStudio made it; None: supplied by the user
+    matches: bool = True  # made as the run asking wants (always True for the user's)
+
+    @property
+    def generated(self) -> bool:
+        return self.recipe is not None
 
     @property
     def source(self) -> str:
-        return "generated" if self.generated else "yours"
+        if not self.generated:
+            return "yours"
+        return "generated" if self.matches else "generated differently (not used)"
 
 
 @dataclass
@@ -53,20 +90,63 @@ class ClassImageSet:
         return len(self.images) - self.generated
 
     @property
+    def usable(self) -> list[ClassImage]:
+        """What a run may train on: your pictures first, then the matching generated ones."""
+        return ([i for i in self.images if not i.generated]
+                + [i for i in self.images if i.generated and i.matches])
+
+    @property
+    def chosen(self) -> list[Path]:
+        """The `wanted` images a run trains on; any others stay for later runs."""
+        return [i.path for i in self.usable[:self.wanted]]
+
+    @property
+    def mismatched(self) -> list[ClassImage]:
+        return [i for i in self.images if i.generated and not i.matches]
+
+    @property
     def missing(self) -> int:
         """How many training will generate first (it fills the folder up to `wanted`)."""
-        return max(0, self.wanted - len(self.images))
+        return max(0, self.wanted - len(self.usable))
+
+    @property
+    def next_index(self) -> int:
+        """The number of the next class_NNNN.png: after every such name, so no file is
+        ever overwritten (the user's, or one made differently)."""
+        numbers = [int(m.group(1)) for i in self.images
+                   if (m := GENERATED_NAME.match(i.path.name))]
+        return max(numbers, default=-1) + 1
 
 
-def list_class_images(folder: Path, wanted: int) -> ClassImageSet:
+def read_record(folder: Path) -> dict:
+    try:
+        record = json.loads((Path(folder) / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _recipe_of(name: str, record: dict) -> dict | None:
+    recipe = (record.get("images") or {}).get(name)
+    if isinstance(recipe, dict):
+        return recipe
+    # The record of older versions: one prompt and size for the first `count` images.
+    match = GENERATED_NAME.match(name)
+    if (match and "class_prompt" in record and "images" not in record
+            and int(match.group(1)) < record.get("count", float("inf"))):
+        return {k: record[k] for k in ("class_prompt", "resolution") if k in record}
+    return None
+
+
+def list_class_images(folder: Path, wanted: int, recipe: dict | None = None) -> ClassImageSet:
+    """The folder's class images, each judged against `recipe` (None: none is judged)."""
     folder = Path(folder)
     files = image_files(folder) if folder.is_dir() else []
-    record = {}
-    try:
-        record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass
-    images = [ClassImage(p, bool(GENERATED_NAME.match(p.name))) for p in files]
+    record = read_record(folder)
+    images = []
+    for path in files:
+        made = _recipe_of(path.name, record)
+        images.append(ClassImage(path, made, made is None or recipe_matches(made, recipe)))
     return ClassImageSet(folder, images, wanted, record)
 
 

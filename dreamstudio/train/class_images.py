@@ -1,4 +1,5 @@
-"""Class images for prior preservation: reuse what is on disk, generate only what is missing."""
+"""Class images for prior preservation: reuse what on disk was made alike, generate only
+what is missing, and record how each new one was made."""
 
 from __future__ import annotations
 
@@ -10,10 +11,36 @@ import torch
 
 from ..config import TrainConfig, default_of
 from ..core.files import atomic_write_json
-from ..data.manifest import image_files
-from .class_gallery import RECORD
+from ..core.models import describe_source
+from .class_gallery import RECORD, list_class_images, read_record
 
-# A caller that leaves these out gets what a training run would use.
+# A fast multistep sampler (DPM-Solver++, ~25 steps) gives class-prior images of the same
+# quality as 50 PNDM steps at half the cost.
+SAMPLER = "DPM++ 2M"
+# Class images are drawn without one; recorded so that a future one counts as a difference.
+NEGATIVE_PROMPT = ""
+_PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def class_image_recipe(model: str | None, class_prompt: str, resolution: int,
+                       steps: int = default_of(TrainConfig, "class_image_steps"),
+                       autocast_dtype: torch.dtype | None = None) -> dict:
+    """How a run's class images are made: what class_images.json records for each."""
+    if model and describe_source(model) in ("folder", "file"):
+        model = str(Path(model).expanduser().resolve())  # './m' and '/abs/m' are one model
+    return {"model": model, "class_prompt": class_prompt, "negative_prompt": NEGATIVE_PROMPT,
+            "resolution": resolution, "sampler": SAMPLER, "steps": steps,
+            "precision": _PRECISION_NAMES.get(autocast_dtype, "no")}
+
+
+def _record(class_dir: Path, made: dict[str, dict]) -> None:
+    record = read_record(class_dir)
+    images = record.get("images") if isinstance(record.get("images"), dict) else {}
+    if "images" not in record and "class_prompt" in record:
+        # Images of the older record keep what it knew of them, as their own entries.
+        legacy = list_class_images(class_dir, 0)
+        images = {i.path.name: i.recipe for i in legacy.images if i.generated}
+    atomic_write_json(class_dir / RECORD, {"images": {**images, **made}})
 
 
 def generate_missing_class_images(
@@ -28,20 +55,24 @@ def generate_missing_class_images(
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     autocast_dtype: torch.dtype | None = None,
+    model: str | None = None,
 ) -> int:
-    """Fill `class_dir` up to `num_images` images with the base model; return how many new.
+    """Fill `class_dir` up to `num_images` images usable for this recipe; return how many
+    new. Images made differently stay on disk (another run may want them) but do not count.
 
-    A fast multistep sampler (DPM-Solver++, ~25 steps) gives class-prior images of the
-    same quality as 50 PNDM steps at half the cost; these images usually cost more than
-    the training itself. `autocast_dtype` (the run's mixed precision) halves their cost
-    again on bf16-capable CPUs and GPUs, as diffusers' --prior_generation_precision does.
+    These images usually cost more than the training itself. `autocast_dtype` (the run's
+    mixed precision) halves their cost on bf16-capable CPUs and GPUs, as diffusers'
+    --prior_generation_precision does. `model` names the base model in the record
+    (default: the folder or id the pipeline was loaded from).
     """
     from diffusers import DPMSolverMultistepScheduler
 
     class_dir = Path(class_dir)
     class_dir.mkdir(parents=True, exist_ok=True)
-    have = len(image_files(class_dir))
-    missing = max(0, num_images - have)
+    model = model or getattr(pipe, "name_or_path", None)
+    recipe = class_image_recipe(model, class_prompt, resolution, steps, autocast_dtype)
+    present = list_class_images(class_dir, num_images, recipe)
+    have, missing, first = len(present.usable), present.missing, present.next_index
     if missing == 0:
         return 0
     original_scheduler = pipe.scheduler
@@ -52,10 +83,9 @@ def generate_missing_class_images(
             if cancel is not None and cancel.is_set():
                 break
             n = min(batch_size, missing - made)
-            # One generator per image so each file is reproducible from its index alone.
-            generators = [
-                torch.Generator(device="cpu").manual_seed(seed + have + made + i) for i in range(n)
-            ]
+            # One generator per image so each file is reproducible from its record alone.
+            seeds = [seed + first + made + i for i in range(n)]
+            generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
             with torch.autocast(pipe.device.type, dtype=autocast_dtype or torch.float32,
                                 enabled=autocast_dtype not in (None, torch.float32)):
                 images = pipe(
@@ -65,16 +95,16 @@ def generate_missing_class_images(
                     width=resolution,
                     generator=generators,
                 ).images
-            for image in images:
-                index = have + made
-                image.save(class_dir / f"class_{index:04d}.png")
+            batch = {}
+            for image, image_seed in zip(images, seeds, strict=True):
+                name = f"class_{first + made:04d}.png"
+                image.save(class_dir / name)
+                batch[name] = {**recipe, "seed": image_seed}
                 made += 1
+            # Recorded batch by batch: a run cancelled half-way leaves no unknown images.
+            _record(class_dir, batch)
             if progress is not None:
                 progress(have + made, num_images)
     finally:
         pipe.scheduler = original_scheduler
-    atomic_write_json(
-        class_dir / RECORD,
-        {"class_prompt": class_prompt, "resolution": resolution, "count": have + made},
-    )
     return made

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.architectures import checkpoint_tokenizer, uses_shipped_config
 from ..core.models import DEFAULT_MODEL, describe_source
 from ..errors import InputError, ModelLoadError
 from ..evaluate.prompts import SUBJECT_CLASSES
@@ -47,6 +48,7 @@ keep let put run sit eat buy pay win lose open shut stop move turn show help cal
 try use very much many well just only also even back down up out off over into onto
 here there now soon ever next last long tall wide high low near far free full real
 true fake nice cute cool fine easy hard soft warm wet dry raw rich poor sick dead live
+photo photos picture image portrait painting drawing close closeup
 """
 COMMON_WORDS = frozenset(_COMMON_WORDS_TEXT.split())
 
@@ -94,43 +96,78 @@ def _words(text: str) -> list[str]:
     return re.sub(r"[^\w\s-]", " ", text).split()
 
 
+def _rarity(tokenizer, word: str) -> int:
+    # A token's id is its merge rank: the highest id among a word's pieces is its rarest.
+    return max(_encode(tokenizer, word.lower()), default=-1)
+
+
+def find_identifier(instance_prompt: str, class_prompt: str | None = None,
+                    tokenizer=None) -> str | None:
+    """The identifier of a training prompt, as written there ('a SKS dog' -> 'SKS').
+
+    It is a word the class prompt lacks (compared whatever the case) and no everyday word;
+    of those, the rarest token to `tokenizer`, or without one the first that has a word
+    after it (the class noun follows the identifier). None if the prompt has no such word.
+    """
+    words = _words(instance_prompt or "")
+    known = {w.casefold() for w in _words(class_prompt or "")}
+    candidates = [i for i, w in enumerate(words)
+                  if w.casefold() not in known and w.lower() not in COMMON_WORDS]
+    if not candidates:
+        return None
+    if tokenizer is not None:
+        return words[max(candidates, key=lambda i: (_rarity(tokenizer, words[i]), -i))]
+    followed = [i for i in candidates if i + 1 < len(words)]
+    return words[(followed or candidates)[0]]
+
+
+def _class_noun_after(words: list[str], at: int, class_prompt: str | None) -> str | None:
+    """The class noun that follows the identifier at words[at], as written there."""
+    rest = words[at + 1:]
+    lowered = [w.lower() for w in rest]
+    candidates = []
+    if class_prompt:
+        class_words = _words(class_prompt)
+        shared = 0
+        while (shared < min(len(words), len(class_words))
+               and words[shared].lower() == class_words[shared].lower()):
+            shared += 1
+        candidates.append(" ".join(class_words[shared:]))
+    multi_word = {c for c in SUBJECT_CLASSES.values() if " " in c}
+    candidates += sorted(multi_word, key=len, reverse=True)
+    for candidate in candidates:
+        noun = [w.lower() for w in _words(candidate)]
+        if noun and lowered[:len(noun)] == noun:
+            return " ".join(rest[:len(noun)])
+    return rest[0] if rest else None
+
+
 def split_instance_prompt(
-    instance_prompt: str, class_noun: str | None = None, class_prompt: str | None = None
+    instance_prompt: str, class_noun: str | None = None, class_prompt: str | None = None,
+    identifier: str | None = None, tokenizer=None,
 ) -> tuple[str, str]:
     """(identifier, class noun) of a training prompt such as 'a photo of sks dog'.
 
-    The class noun is `class_noun` if given, else the first of these found in the prompt:
-    what the class prompt adds to the words both prompts share ('a photo of dog' -> 'dog'),
-    a known multi-word class ('stuffed animal'), the last word. The identifier is the word
-    right before the class noun.
+    The identifier is `identifier` if the prompt has that word (any case; e.g. the one
+    recorded with a LoRA), else find_identifier's. The class noun is `class_noun` if given,
+    else what follows the identifier: what the class prompt adds to the words both prompts
+    share ('a photo of dog' -> 'dog'), a known multi-word class ('stuffed animal'), or the
+    next word.
     """
     words = _words(instance_prompt)
-    if class_noun:
-        candidates = [class_noun]
-    else:
-        candidates = []
-        if class_prompt:
-            class_words = _words(class_prompt)
-            shared = 0
-            while (shared < min(len(words), len(class_words))
-                   and words[shared].lower() == class_words[shared].lower()):
-                shared += 1
-            candidates.append(" ".join(class_words[shared:]))
-        multi_word = {c for c in SUBJECT_CLASSES.values() if " " in c}
-        candidates += sorted(multi_word, key=len, reverse=True)
-        candidates += words[-1:]
-    lowered = [w.lower() for w in words]
-    for candidate in candidates:
-        noun = [w.lower() for w in _words(candidate)]
-        if not noun:
-            continue
-        # The last occurrence that has a word before it: that word is the identifier.
-        for start in range(len(words) - len(noun), 0, -1):
-            if lowered[start:start + len(noun)] == noun:
-                return words[start - 1], " ".join(words[start:start + len(noun)])
+    lowered = [w.casefold() for w in words]
+    hint = (identifier or "").strip().casefold()
+    if not hint or hint not in lowered or hint in COMMON_WORDS:
+        found = find_identifier(instance_prompt, class_prompt, tokenizer)
+        hint = found.casefold() if found else ""
+    at = lowered.index(hint) if hint else None
+    noun = class_noun or (_class_noun_after(words, at, class_prompt) if at is not None
+                          else None)
+    if at is not None and noun:
+        return words[at], noun
     if class_noun:
         raise InputError(
-            f"Cannot find the class noun '{class_noun}' after an identifier in the training "
+            f"Cannot find an identifier before the class noun '{class_noun}' in the training "
             f"prompt '{instance_prompt}'. Give the identifier too (e.g. --identifier sks)."
         )
     raise InputError(
@@ -139,17 +176,32 @@ def split_instance_prompt(
     )
 
 
-def identifier_of(instance_prompt: str, class_prompt: str | None = None) -> str:
+def identifier_of(instance_prompt: str, class_prompt: str | None = None,
+                  tokenizer=None) -> str:
     """The identifier recorded with a LoRA; the whole prompt if none can be told apart."""
-    try:
-        return split_instance_prompt(instance_prompt, class_prompt=class_prompt)[0]
-    except InputError:
-        return instance_prompt
+    return find_identifier(instance_prompt, class_prompt, tokenizer) or instance_prompt
+
+
+def refuse_identifier_in_class_prompt(instance_prompt: str, class_prompt: str | None,
+                                      tokenizer=None) -> None:
+    """Refuse a class prompt that holds the instance prompt's identifier (any case): the
+    class images would then be drawn, and trained, as the subject itself."""
+    identifier = find_identifier(instance_prompt, None, tokenizer) if class_prompt else None
+    if not identifier or identifier.casefold() not in {
+            w.casefold() for w in _words(class_prompt)}:
+        return
+    plain = " ".join(w for w in class_prompt.split()
+                     if re.sub(r"[^\w-]", "", w).casefold() != identifier.casefold())
+    raise InputError(
+        f"The class prompt '{class_prompt}' contains the identifier '{identifier}' of the "
+        f"instance prompt, which defeats prior preservation (the class images would be "
+        f"learnt as the subject). Leave it out, e.g. '{plain}'."
+    )
 
 
 def tokenizer_source(model: str, model_config_dir: str | None = None) -> str:
     """Where the tokenizer of `model` lives: the folder or Hub id itself, or for a single
-    checkpoint file the config folder given with it (else the SD 1.5 repo it derives from)."""
+    checkpoint file the config folder given with it."""
     if describe_source(model) == "file":
         return model_config_dir or DEFAULT_MODEL
     return str(Path(model).expanduser()) if describe_source(model) == "folder" else model
@@ -159,6 +211,8 @@ def load_tokenizer(model: str, model_config_dir: str | None = None):
     """The base model's CLIP tokenizer alone (no weights)."""
     from transformers import CLIPTokenizer
 
+    if describe_source(model) == "file" and uses_shipped_config(model_config_dir):
+        return checkpoint_tokenizer(Path(model).expanduser(), model_config_dir)
     source = tokenizer_source(model, model_config_dir)
     try:
         tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")

@@ -39,8 +39,14 @@ class LoadedImages:
 
 def load_images(folder: Path, resolution: int, what: str = "instance") -> LoadedImages:
     """Load every usable image; unusable ones are skipped and reported, never fatal alone."""
+    return load_image_files(image_files(folder), resolution, what, folder)
+
+
+def load_image_files(files: list[Path], resolution: int, what: str,
+                     folder: Path) -> LoadedImages:
+    """load_images for the chosen `files` of `folder` (e.g. the class images of a run)."""
     tensors, used, skipped = [], [], []
-    for path in image_files(folder):
+    for path in files:
         try:
             tensors.append(to_training_tensor(open_rgb(path), resolution))
             used.append(path)

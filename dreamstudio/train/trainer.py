@@ -27,10 +27,11 @@ from ..lora.files import lora_state_dicts, save_lora
 from ..lora.kohya import export_kohya, subject_file_name
 from ..workspace.runs import run_log_path
 from .checkpoints import Checkpoint
-from .class_images import generate_missing_class_images
+from .class_gallery import describe_recipe, list_class_images
+from .class_images import class_image_recipe, generate_missing_class_images
 from .events import ProgressFn, TrainProgress, TrainResult
-from .identifiers import identifier_of
-from .latents import LatentCache, LoadedImages, load_images, tokenize
+from .identifiers import identifier_of, refuse_identifier_in_class_prompt
+from .latents import LatentCache, LoadedImages, load_image_files, load_images, tokenize
 from .resume import check_resumable, restore_session, save_session
 from .session import TrainingSession
 from .setup import Batches, apply_speedups, cast_frozen, make_optimizer, new_accelerator
@@ -82,6 +83,11 @@ def train(
         progress(TrainProgress("loading", total_steps=config.steps, message="Loading base model"))
         instance = load_images(config.instance_dir, config.resolution, "instance")
         pipe = load_pipeline(config.model, device, torch.float32, config.model_config_dir)
+        # Refused before the class images, which can take longer than the training itself.
+        prediction_type(pipe.scheduler, config.model)
+        # The config could only guess the identifier; the tokenizer knows the rare token.
+        refuse_identifier_in_class_prompt(config.instance_prompt, config.class_prompt,
+                                          pipe.tokenizer)
         session = TrainingSession(config, pipe, instance, device, precision, progress, cancel)
         with reuse_freed_memory(device):
             result = _execute(session, checkpoint)
@@ -151,18 +157,29 @@ def _class_images(session: TrainingSession) -> LoadedImages | None:
     def report(done: int, total: int):
         session.emit("class_images", 0, message=f"Class images: {done}/{total}")
 
+    recipe = class_image_recipe(cfg.model, cfg.class_prompt, cfg.resolution,
+                                cfg.class_image_steps, session.weight_dtype)
     # Under several processes only the first generates; the others then find the images.
     with PartialState().main_process_first():
         made = generate_missing_class_images(
             session.pipe, cfg.class_dir, cfg.class_prompt, cfg.num_class_images,
             cfg.resolution, seed=cfg.seed, steps=cfg.class_image_steps,
             batch_size=cfg.class_image_batch_size, progress=report, cancel=session.cancel,
-            autocast_dtype=session.weight_dtype,
+            autocast_dtype=session.weight_dtype, model=cfg.model,
         )
-    log.info("class images: %d generated into %s", made, cfg.class_dir)
     if session.cancel.is_set():
         return None
-    loaded = load_images(cfg.class_dir, cfg.resolution, "class")
+    present = list_class_images(cfg.class_dir, cfg.num_class_images, recipe)
+    if present.mismatched:
+        others = sorted({describe_recipe(i.recipe) for i in present.mismatched})
+        note = (f"{len(present.mismatched)} class images in {cfg.class_dir} were made "
+                f"differently ({'; '.join(others)}) and are not used: this run wants "
+                f"{describe_recipe(recipe)}.")
+        log.warning(note)
+        session.emit("class_images", 0, message=note)
+    log.info("class images: %d generated now; training on %d of %d usable (%d yours) in %s",
+             made, len(present.chosen), len(present.usable), present.supplied, cfg.class_dir)
+    loaded = load_image_files(present.chosen, cfg.resolution, "class", cfg.class_dir)
     session.skipped += [(str(p), r) for p, r in loaded.skipped]
     return loaded
 
@@ -174,7 +191,7 @@ def _models(session: TrainingSession) -> None:
     s.accelerator = new_accelerator(s.precision, s.device)
     s.unet, s.vae, s.text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
     s.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    s.target_kind = prediction_type(s.noise_scheduler)
+    s.target_kind = prediction_type(s.noise_scheduler, s.config.model)
     for model in (s.unet, s.vae, s.text_encoder):
         model.requires_grad_(False)
     # The VAE is not cast: it encodes the latents in fp32 and renders validation images.
@@ -313,7 +330,8 @@ def _info(session: TrainingSession, steps_per_second: float) -> dict:
         "seconds": round(time.monotonic() - session.start, 2),
         "steps_per_second": round(steps_per_second, 4),
         "device": str(session.device),
-        "identifier": identifier_of(cfg.instance_prompt, cfg.class_prompt),
+        "identifier": identifier_of(cfg.instance_prompt, cfg.class_prompt,
+                                    session.pipe.tokenizer),
         "subject_name": cfg.subject_name or Path(cfg.output_dir).name,
         "validation_images": [Path(p).name for p in session.validation_images],
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -58,13 +58,16 @@ def summary(subject: str, report: PrepareReport) -> str:
         line += f" You left {left_out} out of training, so {used} will be used."
     if not report.complete:
         line += " The last preparation did not finish: press Prepare again."
+    elif report.faceless:
+        line += (" No photo has a face: face mode is for people. For a pet or an object, "
+                 "pick **Object or pet** as the crop mode and press Prepare again.")
     elif used < 3:
         line += " DreamBooth needs at least 3 good photos: add more and press Prepare again."
     else:
         line += " Ready to train: go to the **Train** tab."
-    # The "at least 3" advice above already covers the photo-count warning.
-    notes = [w for w in report.warnings if not w.startswith("Only ")] if used < 3 else (
-        report.warnings)
+    # The advice above already covers the photo-count and the no-face warnings.
+    said = ("Only ", "No face was found") if used < 3 else ()
+    notes = [w for w in report.warnings if not w.startswith(said)]
     return line + "".join(f"\n\n⚠️ {note}" for note in notes)
 
 

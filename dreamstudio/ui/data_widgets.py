@@ -123,10 +123,9 @@ def build_widgets(studio: Studio) -> DataWidgets:
                 label="Subject name",
                 info="Type a new name (e.g. 'my-dog') or pick a subject you prepared before.",
             )
-            w["files"] = gr.File(
-                label="Photos to add",
-                file_count="multiple", file_types=["image"], height=160,
-            )
+            # No file_types: Gradio would refuse the whole upload over one file it does not
+            # take for an image, naming none; the backend judges each file and says why.
+            w["files"] = gr.File(label="Photos to add", file_count="multiple", height=160)
             w["mode"] = gr.Radio(
                 MODE_CHOICES, value=default_of(PrepareConfig, "mode"), label="Crop mode",
                 info="Person: finds the face and frames head and shoulders. "

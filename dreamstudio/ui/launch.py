@@ -142,13 +142,15 @@ def launch(argv: list[str] | None = None, block: bool = True,
     os.environ["GRADIO_TEMP_DIR"] = str(workspace / ".gradio-cache")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+    studio = Studio(workspace, model=options.model, device=options.device,
+                    scorer_models=options.scorer_models)
+    # Before Gradio loads, so that a second app on this workspace is refused at once.
+    studio.claim_workspace(options.port)
     from starlette.middleware import Middleware
 
     from .app_ui import CSS, THEME, build_ui
     from .login_limit import LoginLimit
 
-    studio = Studio(workspace, model=options.model, device=options.device,
-                    scorer_models=options.scorer_models)
     demo = build_ui(studio)
     demo.queue(default_concurrency_limit=1)
     if options.generated_password:

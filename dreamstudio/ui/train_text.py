@@ -48,6 +48,9 @@ def run_markdown(name: str, run: RunInfo | None, status: JobStatus) -> str:
     if run.resumable:
         of = f" of {total}" if total and not run.has_lora else ""
         parts.append(f"checkpoint at step {run.checkpoint_step}{of}")
+    if not parts and run.failure:
+        return (f"**{name}** failed before it saved anything: {run.failure} Fix that and "
+                "choose a new name to train again.")
     if not parts:
         return (f"**{name}** exists but left no checkpoint or LoRA (it failed or was cancelled "
                 "early): choose a new name to train again.")
@@ -70,7 +73,7 @@ def class_images_markdown(images: ClassImageSet, class_prompt: str,
     if images.missing:
         text += f"Training first generates the {images.missing} missing with the base model. "
     elif have > wanted:
-        text += f"Training uses all {have}. "
+        text += f"Training uses {wanted} of them (yours first); the others stay for later runs. "
     text += ("They are shared: every subject of this class (same prompt, model and "
              f"resolution) reuses them. Folder: `{images.folder}`")
     return text

@@ -36,6 +36,7 @@ class RunInfo:
     has_lora: bool = False
     checkpoint_step: int | None = None
     settings: dict = field(default_factory=dict)  # TrainConfig.to_dict() of the run, if known
+    failure: str | None = None  # why its last attempt failed, as its log says
 
     @property
     def total_steps(self) -> int | None:
@@ -44,6 +45,25 @@ class RunInfo:
     @property
     def resumable(self) -> bool:
         return self.checkpoint_step is not None
+
+
+# The trainer's log lines that open and close an attempt (trainer.train writes them).
+_STARTED, _FAILED = " run starting: ", " run failed: "
+_LOG_TAIL = 256 * 1024  # the end of a long log is enough to find its last attempt
+
+
+def run_failure(path: Path) -> str | None:
+    """Why the run's last attempt failed (its log's error line), or None if it did not."""
+    try:
+        with open(run_log_path(path), "rb") as fh:
+            fh.seek(max(0, fh.seek(0, 2) - _LOG_TAIL))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    failed = text.rfind(_FAILED)
+    if failed < 0 or failed < text.rfind(_STARTED):
+        return None
+    return text[failed + len(_FAILED):].splitlines()[0].strip() or "unknown error"
 
 
 def run_exists(path: Path) -> bool:
@@ -71,7 +91,8 @@ def describe_run(path: Path) -> RunInfo:
         return RunInfo(path.name, path)
     checkpoint = latest_checkpoint(path)
     return RunInfo(path.name, path, True, is_lora_dir(path),
-                   checkpoint.step if checkpoint else None, load_run_settings(path))
+                   checkpoint.step if checkpoint else None, load_run_settings(path),
+                   run_failure(path))
 
 
 def list_runs(loras_dir: Path) -> list[RunInfo]:

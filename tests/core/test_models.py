@@ -75,7 +75,7 @@ def test_mistyped_local_path_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
 
 
 def test_single_file_checkpoints_go_through_from_single_file(tiny_model, tmp_path, monkeypatch):
-    """Routing only: real single-file weights need the Hub or a config folder (offline here)."""
+    """A config folder given with a checkpoint goes to from_single_file as it is."""
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import save_file
 

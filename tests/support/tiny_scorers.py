@@ -25,7 +25,7 @@ def build_tiny_scorers(directory: Path, seed: int = 0) -> tuple[Path, Path]:
         ViTModel,
     )
 
-    from dreamstudio.core.tiny_model import write_clip_tokenizer_files
+    from dreamstudio.core.clip_vocab import write_clip_tokenizer_files
 
     directory = Path(directory)
     dino_dir, clip_dir = directory / "tiny-dino", directory / "tiny-clip"

@@ -132,3 +132,20 @@ def test_a_photos_review_text_and_crop_sliders():
     assert data_text.face_choices(result) == {
         "choices": [("Face 1 (largest)", 1), ("Face 2", 2)], "value": 2, "visible": True}
     assert data_text.face_choices(_result("b"))["visible"] is False
+
+
+def test_the_summary_names_object_mode_when_no_photo_has_a_face():
+    from dreamstudio.data.checks import review_warnings
+
+    rejected = [PhotoResult(source=f"{n}.jpg", kept=False, reason="no face found")
+                for n in ("a", "b", "c")]
+    report = PrepareReport(rejected, PrepareConfig(mode="face", size=64))
+    review_warnings(report)
+    text = data_text.summary("rex", report)
+    assert "face mode is for people" in text and "**Object or pet**" in text
+    assert "add more" not in text.lower()
+    # One photo with a face: the others are just photos without one, and more are needed.
+    report.results.append(_result("d", faces=[{"box": [0, 0, 9, 9]}], face_index=0))
+    review_warnings(report)
+    text = data_text.summary("rex", report)
+    assert "face mode is for people" not in text and "add more" in text

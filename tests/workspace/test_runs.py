@@ -143,3 +143,25 @@ def test_class_images_need_a_class_prompt(studio, tmp_path):
     with pytest.raises(InputError, match="class prompt"):
         studio.class_images(" ", 64, 10)
     assert list_class_images(tmp_path / "none", 5).missing == 5
+
+
+def test_a_run_that_failed_before_training_is_listed_as_failed_with_its_reason(studio,
+                                                                              tmp_path):
+    import dataclasses
+
+    from dreamstudio.train.trainer import train
+    from dreamstudio.workspace.runs import run_log_path
+
+    empty = tmp_path / "no-photos"
+    empty.mkdir()
+    config = dataclasses.replace(studio.training_config("dog", PROMPT, run_name="broken"),
+                                 instance_dir=empty, device="cpu")
+    with pytest.raises(InputError, match="No usable instance images"):
+        train(config)
+    [run] = studio.runs("dog")
+    assert (run.name, run.has_lora, run.resumable) == ("broken", False, False)
+    assert run.failure.startswith("No usable instance images in")
+    # A later attempt that has not failed (yet) is no failure.
+    with open(run_log_path(run.path), "a", encoding="utf-8") as fh:
+        fh.write("2025-01-01T00:00:00 INFO run starting: {}\n")
+    assert studio.run_info("dog", "broken").failure is None

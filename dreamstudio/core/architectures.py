@@ -1,0 +1,135 @@
+"""Which Stable Diffusion a single-file checkpoint is, and the shipped configs that describe it.
+
+A checkpoint from a model site holds weights only; diffusers would fetch the architecture's
+configs from the Hub. The configs of the families we support ship in model_configs/, and the
+family is read from the tensors' shapes (the file's header: no weights are read).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ..errors import ModelLoadError
+from .clip_vocab import clip_tokenizer
+
+CONFIGS = Path(__file__).parent / "model_configs"
+ARCHITECTURES = {
+    "sd1": "SD 1.x (512 px, epsilon)",
+    "sd2-v": "SD 2.x 768 px (v-prediction)",
+    "sd2-base": "SD 2.x 512 px base (epsilon)",
+}
+# The UNet's cross-attention width is the text encoder's: 768 for CLIP ViT-L (SD 1.x),
+# 1024 for OpenCLIP ViT-H (SD 2.x).
+_CROSS_ATTENTION = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
+_GENERATION = {768: "sd1", 1024: "sd2"}
+_V_PARAMETERIZATION = re.compile(r"^\s*parameterization:\s*[\"']?v[\"']?\s*$", re.MULTILINE)
+
+
+def uses_shipped_config(config: str | None) -> bool:
+    """Whether a checkpoint given with `config` (--model-config) loads from the shipped
+    configs: none given, or one of ARCHITECTURES (an existing folder of that name wins)."""
+    return config is None or (config in ARCHITECTURES and not Path(config).is_dir())
+
+
+def config_folder(architecture: str) -> Path:
+    return CONFIGS / architecture
+
+
+def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape; for .safetensors from the header alone."""
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as fh:
+                names = fh.keys()
+                return {k: tuple(fh.get_slice(k).get_shape()) for k in names}
+        import torch
+
+        data = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+        data = data.get("state_dict", data) if isinstance(data, dict) else {}
+        return {k: tuple(v.shape) for k, v in data.items() if hasattr(v, "shape")}
+    except Exception as exc:  # any parse failure means the same to the user
+        raise ModelLoadError(
+            f"Checkpoint {path} could not be read ({type(exc).__name__}): it may be truncated "
+            "or corrupt; download it again."
+        ) from exc
+
+
+def _sd2_variant(path: Path) -> str:
+    # Velocity or noise prediction cannot be read from the weights. A1111's convention, a
+    # .yaml beside the checkpoint, says it when present; else SD 2.x's 768 px models (the
+    # family's main release, and diffusers' own default) predict velocity, and a file
+    # named for 512 px or "base" is the epsilon base model.
+    sidecar = path.with_suffix(".yaml")
+    if sidecar.is_file():
+        text = sidecar.read_text(encoding="utf-8", errors="replace")
+        return "sd2-v" if _V_PARAMETERIZATION.search(text) else "sd2-base"
+    words = set(re.split(r"[^a-z0-9]+", path.stem.lower()))
+    return "sd2-base" if words & {"512", "base"} else "sd2-v"
+
+
+def _generation(path: Path, shapes: dict[str, tuple[int, ...]]) -> str:
+    if any(k.startswith("conditioner.embedders.") for k in shapes):
+        raise ModelLoadError(
+            f"Checkpoint {path} is an SDXL model; only SD 1.x and 2.x base models are supported."
+        )
+    if _CROSS_ATTENTION not in shapes:
+        what = ("a LoRA, not a base model" if any("lora" in k.lower() for k in shapes)
+                else "not a Stable Diffusion 1.x or 2.x checkpoint (no UNet cross-attention)")
+        raise ModelLoadError(f"Checkpoint {path} is {what}. Pass an SD 1.x or 2.x base model.")
+    in_channels = shapes.get(_CONV_IN, (0, 4))[1]
+    if in_channels != 4:
+        raise ModelLoadError(
+            f"Checkpoint {path} has a {in_channels}-channel UNet input (an inpainting or "
+            "image-conditioned model); pass a text-to-image SD 1.x or 2.x base model."
+        )
+    width = shapes[_CROSS_ATTENTION][-1]
+    if width not in _GENERATION:
+        raise ModelLoadError(
+            f"Checkpoint {path} has a {width}-wide text conditioning, neither SD 1.x (768) nor "
+            "SD 2.x (1024). Pass --model-config with a diffusers folder of its architecture."
+        )
+    return _GENERATION[width]
+
+
+def detect_architecture(path: Path, choice: str | None = None) -> str:
+    """The shipped architecture for the checkpoint at `path`: `choice` (one of ARCHITECTURES)
+    if given and of the checkpoint's generation, else the one its tensors and name say."""
+    generation = _generation(path, checkpoint_shapes(path))
+    if choice is None:
+        return "sd1" if generation == "sd1" else _sd2_variant(path)
+    if not choice.startswith(generation):
+        raise ModelLoadError(
+            f"Checkpoint {path} is {'SD 1.x' if generation == 'sd1' else 'SD 2.x'}, but "
+            f"--model-config {choice} describes {ARCHITECTURES[choice]}. Leave --model-config "
+            "out to pick the architecture from the checkpoint."
+        )
+    return choice
+
+
+def shipped_tokenizer(architecture: str):
+    settings = json.loads(
+        (config_folder(architecture) / "tokenizer" / "tokenizer_config.json").read_text()
+    )
+    return clip_tokenizer(settings)
+
+
+def checkpoint_tokenizer(path: Path, choice: str | None = None):
+    """The tokenizer of the checkpoint at `path`, from the shipped configs."""
+    return shipped_tokenizer(detect_architecture(path, choice))
+
+
+def single_file_sources(path: Path, config: str | None) -> tuple[str, dict]:
+    """What from_single_file needs besides the file: the config folder (or Hub id) and the
+    components to pass ready-made. `config` is a user's folder or Hub id, taken as it is,
+    one of ARCHITECTURES, or None to pick from the checkpoint."""
+    if not uses_shipped_config(config):
+        return config, {}
+    architecture = detect_architecture(path, config)
+    # The shipped folders hold no vocabulary files: the tokenizer is built from the
+    # shipped CLIP vocabulary instead of being written out.
+    return str(config_folder(architecture)), {"tokenizer": shipped_tokenizer(architecture)}
