@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import GenerateConfig, PrepareConfig, TrainConfig
+from .config import GenerateConfig, PrepareConfig, TrainConfig, check_not_a_file
 from .data.manifest import MANIFEST_NAME
 from .errors import DreamStudioError
 from .evaluate.config import EvalConfig
@@ -190,6 +190,7 @@ def prepare_command(args) -> int:
 
     if not args.input_dir.is_dir():
         raise DreamStudioError(f"Input folder {args.input_dir} does not exist.")
+    check_not_a_file(args.output_dir, "Output folder", "output_dir")
     config = config_from(args, PrepareConfig)
     sources = list_image_files(args.input_dir)
     if not sources:
@@ -242,6 +243,7 @@ def generate_command(args) -> int:
     from .generate.generator import Generator
 
     config = config_from(args, GenerateConfig)
+    check_not_a_file(args.output, "Output folder", "--output")
     generator = Generator(args.model, device=args.device,
                           model_config_dir=args.model_config_dir)
     if args.grid_x or args.grid_y:
@@ -266,6 +268,7 @@ def evaluate_command(args) -> int:
     from .lora.files import read_lora_info
 
     config = config_from(args, EvalConfig)
+    check_not_a_file(args.output, "Output folder", "--output")
     model, model_config = args.model, args.model_config_dir
     if model is None:
         trained = read_lora_info(config.lora_dir).get("config") or {}
@@ -307,10 +310,29 @@ COMMANDS = {"prepare": prepare_command, "train": train_command, "generate": gene
             "evaluate": evaluate_command, "tiny-model": tiny_model_command}
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line for a file-system refusal the checks up front could not foresee (a folder
+    made unreadable, a disk that is full): which path, what is wrong, what to do."""
+    path = exc.filename
+    if path is None:  # not about one path (a network or device error): its own words
+        return " ".join(str(exc).split())
+    if isinstance(exc, PermissionError):
+        return (f"permission denied for {path}: choose a folder you can read and write, or "
+                "change its permissions.")
+    if isinstance(exc, FileExistsError):
+        return f"{path} already exists and is not a folder: give a folder path instead."
+    if isinstance(exc, NotADirectoryError):
+        return f"a part of {path} is a file, not a folder: give a folder path instead."
+    return f"{exc.strerror or exc}: {path}."
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except DreamStudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2

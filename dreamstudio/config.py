@@ -21,12 +21,27 @@ from .train.identifiers import refuse_identifier_in_class_prompt
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
 CROP_MODES = ("face", "object")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+# Seeds past 2**63 overflow torch's generators; below it, the per-image and per-process
+# offsets added to a seed stay within what torch.manual_seed takes (up to 2**64 - 1).
+MAX_SEED = 2**63 - 1
 
 
 def check(condition: bool, message: str) -> None:
     """Raise InputError(message) unless `condition`: the one-line validation of configs."""
     if not condition:
         raise InputError(message)
+
+
+def check_seed(seed: int) -> None:
+    check(0 <= seed <= MAX_SEED,
+          f"seed must be a whole number from 0 to {MAX_SEED} (got {seed}).")
+
+
+def check_not_a_file(path: Path | None, what: str, flag: str) -> None:
+    """Refuse a folder setting that names an existing file: making it fails later, obscurely."""
+    check(path is None or not path.exists() or path.is_dir(),
+          f"{what} {path} is a file, not a folder: give {flag} a folder path (it is "
+          "created if missing).")
 
 
 def default_of(config_class: type, name: str):
@@ -155,7 +170,12 @@ class TrainConfig:
         check(self.output_dir is not None, "An output folder for the LoRA is needed.")
         check(bool(self.instance_prompt.strip()),
                "The instance prompt is empty; use e.g. 'a photo of sks dog'.")
+        check_not_a_file(self.output_dir, "Output folder", "--output")
+        check_not_a_file(self.class_dir, "Class image folder", "--class-dir")
         check(self.steps >= 1, f"steps must be at least 1 (got {self.steps}).")
+        check_seed(self.seed)
+        check(self.lr_warmup_steps >= 0,
+              f"warm-up steps must be >= 0 (got {self.lr_warmup_steps}); 0 means no warm-up.")
         check(self.learning_rate > 0, f"learning rate must be > 0 (got {self.learning_rate}).")
         check(self.text_encoder_lr > 0,
                f"text-encoder learning rate must be > 0 (got {self.text_encoder_lr}).")
@@ -228,6 +248,7 @@ class GenerateConfig:
         check(1 <= self.guidance <= 20, f"guidance must be 1-20 (got {self.guidance}).")
         check(1 <= self.steps <= 200, f"steps must be 1-200 (got {self.steps}).")
         check(1 <= self.num_images <= 16, f"number of images must be 1-16 (got {self.num_images}).")
+        check_seed(self.seed)
         for name in ("height", "width"):
             value = getattr(self, name)
             check(value is None or (64 <= value <= 2048 and value % 8 == 0),

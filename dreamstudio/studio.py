@@ -64,8 +64,9 @@ from .workspace.runs import (
 
 class Studio:
     def __init__(self, workspace: Path, model: str = DEFAULT_MODEL, device: str | None = None,
-                 model_config_dir: str | None = None):
+                 model_config_dir: str | None = None, scorer_models: dict | None = None):
         self.workspace = Workspace(workspace)
+        self.scorer_models = dict(scorer_models or {})  # offered besides EvalConfig's defaults
         self.model = model
         self.device = device
         self.model_config_dir = model_config_dir

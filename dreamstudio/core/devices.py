@@ -3,19 +3,51 @@
 from __future__ import annotations
 
 import gc
+import re
 
 import torch
 
+from ..errors import InputError
 
-def pick_device(requested: str | None = None) -> torch.device:
-    """CUDA if present, else Apple MPS, else CPU - unless the caller names one."""
+DEVICE_NAMES = ("cpu", "cuda", "mps")
+
+
+def pick_device(requested: str | torch.device | None = None) -> torch.device:
+    """CUDA if present, else Apple MPS, else CPU - unless the caller names one, which
+    must then be there: a device that is missing fails here, not deep inside torch."""
+    if isinstance(requested, torch.device):
+        return requested  # one already picked (a generator's, passed on to its scorers)
     if requested:
-        return torch.device(requested)
+        return _requested_device(requested)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _requested_device(name: str) -> torch.device:
+    name = name.strip().lower()
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise InputError(f"Unknown device '{name}': use one of {', '.join(DEVICE_NAMES)} "
+                         "(or cuda:N for the N-th GPU), or leave it out to pick one.")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"Device '{name}' was asked for, but PyTorch finds no CUDA GPU "
+                             "here: use cpu, or leave the device out to pick one.")
+        index = int(name.partition(":")[2] or 0)
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise InputError(f"Device '{name}' was asked for, but there are only {count} "
+                             f"CUDA GPU(s): use cuda:0 to cuda:{count - 1}.")
+    if name == "mps" and not _mps_available():
+        raise InputError("Device 'mps' was asked for, but Apple's MPS is not available "
+                         "here: use cpu, or leave the device out to pick one.")
+    return torch.device(name)
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def inference_dtype(device: torch.device) -> torch.dtype:
@@ -28,7 +60,7 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if _mps_available():
         torch.mps.empty_cache()
 
 

@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..lora.adapters import ADAPTER_NAME
 from ..lora.files import WEIGHTS_NAME, is_lora_dir
 from ..lora.kohya import find_kohya_file, finish_export
+from .lora_fit import describe_load_failure, quiet_diffusers
 from .png_metadata import save_png_with_parameters
 from .samplers import DEFAULT_SAMPLER, a1111_name, make_scheduler
 
@@ -106,13 +107,12 @@ class Generator:
                 # before the PNGs name the LoRA after it.
                 finish_export(lora_dir)
                 try:
-                    pipe.load_lora_weights(str(lora_dir), adapter_name=ADAPTER_NAME)
+                    with quiet_diffusers():
+                        pipe.load_lora_weights(str(lora_dir), adapter_name=ADAPTER_NAME)
                 except Exception as exc:
                     pipe.unload_lora_weights()
-                    raise InputError(
-                        f"Could not load the LoRA in {lora_dir} onto {self.model}: {exc}. "
-                        "Was it trained on a different base model?"
-                    ) from exc
+                    raise InputError(describe_load_failure(
+                        pipe, lora_dir / WEIGHTS_NAME, self.model, exc)) from exc
                 self.lora_loads += 1
             self._lora_dir = lora_dir
         if self._lora_dir is not None:

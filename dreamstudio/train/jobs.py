@@ -53,6 +53,16 @@ class JobStatus:
         return max(0.0, end - self.started_at)
 
 
+def _how_far(progress: TrainProgress | None) -> str:
+    """'step 40 of 300', or what it does before its first step (loading, class images)."""
+    if progress is None:
+        return "starting"
+    if progress.step and progress.total_steps:
+        return f"step {progress.step} of {progress.total_steps}"
+    doing = progress.message or progress.phase
+    return f"{doing[:1].lower()}{doing[1:]}, before its first step"
+
+
 class TrainingJobs:
     def __init__(self, train_fn=train):
         self._train = train_fn
@@ -64,11 +74,10 @@ class TrainingJobs:
     def start(self, config: TrainConfig) -> None:
         with self._lock:
             if self._status.running:
-                p = self._status.progress
-                where = f" (step {p.step}/{p.total_steps})" if p else ""
                 raise TrainingError(
-                    f"A training run is already in progress{where} for "
-                    f"{self._status.config.output_dir}. Wait for it to finish or cancel it."
+                    f"A training run is already in progress for "
+                    f"{self._status.config.output_dir} ({_how_far(self._status.progress)}). "
+                    "Wait for it to finish or cancel it."
                 )
             self._cancel = threading.Event()
             self._status = JobStatus("running", TrainProgress("queued", message="Starting"),

@@ -14,6 +14,7 @@ import gradio as gr
 import pandas as pd
 
 from ..config import default_of
+from ..errors import InputError
 from ..studio import (
     CSV_NAME,
     JSON_NAME,
@@ -78,6 +79,25 @@ def summary_table(report: EvalReport | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+def scorer_choices(studio: Studio, name: str) -> list[str]:
+    """The models the page offers for EvalConfig field `name` ("dino_model", "clip_model"):
+    the one the server was started with (app.py --dino-model), then the default."""
+    default = default_of(EvalConfig, name)
+    return list(dict.fromkeys(m for m in (studio.scorer_models.get(name), default) if m))
+
+
+def offered_scorer(studio: Studio, name: str, value: str | None) -> str:
+    """`value` if the page offers it. A caller of the API can send anything, and a scorer
+    model is a folder or Hub id the server would read or download: so only the page's."""
+    choices = scorer_choices(studio, name)
+    if value not in choices:
+        what, flag = name.split("_")[0].upper(), "--" + name.replace("_", "-")
+        raise InputError(f"{what} model '{value}' is not one this app offers "
+                         f"({', '.join(choices)}): pick one from the list. Other models are "
+                         f"added by whoever starts the app (app.py {flag} ID_OR_FOLDER).")
+    return value
+
+
 def describe(studio: Studio, label: str | None) -> str:
     entry = studio.find_lora(label) if label else None
     if entry is None:
@@ -108,7 +128,8 @@ class EvaluateHandlers:
         config = self.studio.evaluation_config(
             v["lora"] or "", kind=kind, images_per_prompt=int(v["images_per_prompt"]),
             num_prompts=int(v["num_prompts"]), steps=int(v["steps"]),
-            dino_model=(v["dino_model"] or "").strip(), clip_model=(v["clip_model"] or "").strip(),
+            dino_model=offered_scorer(self.studio, "dino_model", v["dino_model"]),
+            clip_model=offered_scorer(self.studio, "clip_model", v["clip_model"]),
         )
         progress(0, desc="Loading the scoring models (first time only)")
 
@@ -142,7 +163,15 @@ class EvaluateHandlers:
         return {self.ui.status: "No evaluation is running, so there is nothing to stop."}
 
 
-def _settings() -> dict[str, gr.components.Component]:
+def _scorer_dropdown(studio: Studio, name: str, label: str, info: str) -> gr.Dropdown:
+    choices = scorer_choices(studio, name)
+    flag = "--" + name.replace("_", "-")
+    return gr.Dropdown(choices, value=choices[0], label=label, allow_custom_value=False,
+                       info=f"{info} Others are added when the app is started "
+                            f"(app.py {flag} ID_OR_FOLDER).")
+
+
+def _settings(studio: Studio) -> dict[str, gr.components.Component]:
     w: dict[str, gr.components.Component] = {}
     w["kind"] = gr.Radio(
         [("Automatic", AUTO_KIND), ("Object", "object"), ("Live (pet or person)", "live")],
@@ -166,16 +195,14 @@ def _settings() -> dict[str, gr.components.Component]:
         info="Denoising steps of each image; lower is quicker but rougher.",
     )
     with gr.Accordion("Scoring models", open=False):
-        w["dino_model"] = gr.Textbox(
-            default_of(EvalConfig, "dino_model"), label="DINO model",
-            info="Hugging Face id or local folder of the DINO ViT that measures subject "
-                 "likeness (DINO score). Downloaded once, then cached.",
-        )
-        w["clip_model"] = gr.Textbox(
-            default_of(EvalConfig, "clip_model"), label="CLIP model",
-            info="Hugging Face id or local folder of the CLIP model behind the CLIP-I "
-                 "(likeness) and CLIP-T (follows the prompt) scores.",
-        )
+        w["dino_model"] = _scorer_dropdown(
+            studio, "dino_model", "DINO model",
+            "The DINO ViT that measures subject likeness (DINO score). Downloaded once, "
+            "then cached.")
+        w["clip_model"] = _scorer_dropdown(
+            studio, "clip_model", "CLIP model",
+            "The CLIP model behind the CLIP-I (likeness) and CLIP-T (follows the prompt) "
+            "scores.")
     return w
 
 
@@ -198,7 +225,7 @@ def _widgets(studio: Studio) -> EvaluateWidgets:
                 )
                 w["refresh"] = gr.Button("↻", scale=0, min_width=48, size="lg")
             w["about"] = gr.Markdown(describe(studio, current))
-            w["settings"] = _settings()
+            w["settings"] = _settings(studio)
             with gr.Row():
                 w["run_btn"] = gr.Button("Run evaluation", variant="primary", scale=2)
                 w["stop_btn"] = gr.Button("Stop", variant="stop", scale=1)

@@ -1,7 +1,8 @@
 """Command line and launch logic of the app (app.py only calls `main`).
 
 Safe defaults: the server binds to 127.0.0.1, serves files only from the workspace, keeps
-Gradio's uploads in the workspace, and a public --share link never opens without a password.
+Gradio's uploads in the workspace, a public --share link never opens without a password,
+and an address that fails to log in a few times in a row is refused for a while.
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ import argparse
 import os
 import secrets
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..config import default_of
 from ..errors import DreamStudioError, InputError
-from ..studio import DEFAULT_MODEL, Studio, describe_source
+from ..studio import DEFAULT_MODEL, EvalConfig, Studio, describe_source
 
 if TYPE_CHECKING:
     import gradio as gr
 
 SHARE_USER = "dreamstudio"
 DEVICES = ("cpu", "cuda", "mps")
+SCORERS = {"dino_model": "DINO", "clip_model": "CLIP"}  # EvalConfig field: what it scores
 
 
 @dataclass
@@ -34,6 +37,7 @@ class LaunchOptions:
     auth: tuple[str, str] | None = None
     generated_password: bool = False  # True when --share made the password up
     device: str | None = None
+    scorer_models: dict[str, str] = field(default_factory=dict)  # --dino-model, --clip-model
 
 
 def parse_auth(text: str) -> tuple[str, str]:
@@ -75,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "password is made and printed")
     parser.add_argument("--device", choices=DEVICES,
                         help="force a device (default: CUDA, else Apple MPS, else CPU)")
+    for name, what in SCORERS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="ID_OR_FOLDER",
+                            help=f"{what} model the Evaluate tab offers (and selects) besides "
+                                 f"{default_of(EvalConfig, name)}; the app accepts no other")
     return parser
 
 
@@ -84,9 +92,10 @@ def parse_args(argv: list[str] | None = None) -> LaunchOptions:
     auth, generated = args.auth, False
     if args.share and auth is None:
         auth, generated = (SHARE_USER, secrets.token_urlsafe(18)), True
+    scorers = {name: getattr(args, name) for name in SCORERS if getattr(args, name)}
     return LaunchOptions(model=args.model, workspace=args.workspace, port=args.port,
                          share=args.share, auth=auth, generated_password=generated,
-                         device=args.device)
+                         device=args.device, scorer_models=scorers)
 
 
 def check_model(model: str) -> None:
@@ -104,23 +113,43 @@ def check_model(model: str) -> None:
         )
 
 
+def _workspace_folder(path: Path) -> Path:
+    """The workspace, made if missing; a path that cannot be one is refused here, so that
+    the only OSError left for the server to raise is about its port."""
+    workspace = path.expanduser().resolve()
+    if workspace.exists() and not workspace.is_dir():
+        raise InputError(f"--workspace {path} is a file, not a folder: give a folder "
+                         "(it is created if missing).")
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+        if not os.access(workspace, os.R_OK | os.W_OK | os.X_OK):
+            raise PermissionError(13, "permission denied", str(workspace))
+    except OSError as exc:
+        raise InputError(f"Cannot use --workspace {path} ({exc.strerror or exc}): give a "
+                         "folder you can write to.") from exc
+    return workspace
+
+
 def launch(argv: list[str] | None = None, block: bool = True,
            quiet: bool = False) -> tuple[gr.Blocks, Studio]:
     """Build and start the app; returns (demo, studio). block=False returns at once
     (the server runs in a thread; call demo.close() to stop it)."""
     options = parse_args(argv)
     check_model(options.model)
-    workspace = options.workspace.expanduser().resolve()
-    workspace.mkdir(parents=True, exist_ok=True)
+    workspace = _workspace_folder(options.workspace)
     # Gradio reads these when it builds components and the server: uploads and cached
     # outputs go inside the workspace, the only folder the app serves files from.
     os.environ["GRADIO_TEMP_DIR"] = str(workspace / ".gradio-cache")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-    studio = Studio(workspace, model=options.model, device=options.device)
+    studio = Studio(workspace, model=options.model, device=options.device,
+                    scorer_models=options.scorer_models)
     # Before Gradio loads, so that a second app on this workspace is refused at once.
     studio.claim_workspace(options.port)
+    from starlette.middleware import Middleware
+
     from .app_ui import CSS, THEME, build_ui
+    from .login_limit import LoginLimit
 
     demo = build_ui(studio)
     demo.queue(default_concurrency_limit=1)
@@ -134,6 +163,7 @@ def launch(argv: list[str] | None = None, block: bool = True,
                                         "printed in the terminal that started the app.",
         allowed_paths=[str(workspace)], prevent_thread_lock=not block, quiet=quiet,
         max_file_size="200mb", theme=THEME, css=CSS,
+        app_kwargs={"middleware": [Middleware(LoginLimit)]} if options.auth else None,
     )
     return demo, studio
 

@@ -43,11 +43,20 @@ def _wait_until_done(client, timeout: float = 120) -> dict:
 
 
 @pytest.fixture(scope="module")
-def app(tiny_model, tmp_path_factory, app_runner):
+def scorer_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    from tests.support.tiny_scorers import build_tiny_scorers
+
+    return build_tiny_scorers(tmp_path_factory.mktemp("scorers"))
+
+
+@pytest.fixture(scope="module")
+def app(tiny_model, tmp_path_factory, app_runner, scorer_dirs):
     from gradio_client import Client
 
     workspace = tmp_path_factory.mktemp("workspace")
-    with app_runner(tiny_model, workspace) as (url, studio):
+    dino, clip = scorer_dirs
+    with app_runner(tiny_model, workspace, "--dino-model", str(dino),
+                    "--clip-model", str(clip)) as (url, studio):
         port = int(url.rstrip("/").rsplit(":", 1)[1])
         yield Client(url, verbose=False), studio, workspace, port
 
@@ -443,14 +452,12 @@ def test_stop_interrupts_a_running_grid(app, trained):
     assert len(list(grids.glob("*_grid_*.png"))) == before
 
 
-def test_evaluate_tab_scores_a_lora_with_the_cached_model(app, trained, tmp_path):
+def test_evaluate_tab_scores_a_lora_with_the_cached_model(app, trained, scorer_dirs):
     import json
-
-    from tests.support.tiny_scorers import build_tiny_scorers
 
     client, studio, workspace, _ = app
     label = LABEL
-    dino, clip = build_tiny_scorers(tmp_path)
+    dino, clip = scorer_dirs
     settings = {"lora": label, "kind": "auto", "images_per_prompt": 1, "num_prompts": 2,
                 "steps": 2, "dino_model": str(dino), "clip_model": str(clip)}
     status, prompts, summary, samples, files = client.predict(**settings,
@@ -474,7 +481,93 @@ def test_evaluate_tab_scores_a_lora_with_the_cached_model(app, trained, tmp_path
     assert sorted(Path(f).name for f in files) == ["fidelity.csv", "fidelity.json"]
     assert studio.generator.model_loads == 1
 
-    status, *_ = client.predict(**{**settings, "dino_model": str(tmp_path / "nothing")},
-                                api_name="/evaluate")
-    assert status.startswith("⚠️") and "DINO model" in status
     assert "nothing to stop" in client.predict(api_name="/stop_evaluation")
+
+
+def test_evaluate_takes_only_the_scorer_models_the_page_offers(app, trained, scorer_dirs,
+                                                               tmp_path, monkeypatch):
+    """Any caller of the API can send any text: a folder elsewhere on the server or a Hub id
+    must be refused before anything is read or downloaded, by Gradio and by the handler."""
+    from types import SimpleNamespace
+
+    from gradio_client.exceptions import AppError
+
+    from dreamstudio.ui.evaluate_tab import EvaluateHandlers, scorer_choices
+
+    client, studio, _, _ = app
+    dino, clip = (str(d) for d in scorer_dirs)
+    assert scorer_choices(studio, "dino_model") == [dino, "facebook/dino-vits16"]
+    assert scorer_choices(studio, "clip_model") == [clip, "openai/clip-vit-base-patch32"]
+    loaded = []
+    monkeypatch.setattr(studio, "scorers", lambda *models: loaded.append(models))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    settings = {"lora": LABEL, "kind": "auto", "images_per_prompt": 1, "num_prompts": 1,
+                "steps": 1, "dino_model": dino, "clip_model": clip}
+    for bad in ({"dino_model": str(elsewhere)}, {"clip_model": "someone/any-model"}):
+        try:
+            status = client.predict(**{**settings, **bad}, api_name="/evaluate")[0]
+        except AppError as exc:  # Gradio's own check of a dropdown's value
+            status = str(exc)
+        assert "not in the list of choices" in status or "not one this app offers" in status
+    handlers = EvaluateHandlers(studio, SimpleNamespace(status="status"))
+    for name, bad in (("dino_model", str(elsewhere)), ("clip_model", "someone/any-model")):
+        answer = handlers.evaluate(**{**settings, name: bad})
+        assert answer["status"].startswith(f"⚠️ {name[:4].upper()} model '{bad}' is not one "
+                                           "this app offers"), answer
+        assert f"app.py --{name.replace('_', '-')}" in answer["status"]
+    assert loaded == []
+
+
+def test_a_file_as_workspace_is_named_not_taken_for_a_busy_port(tiny_model, tmp_path, capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("a file")
+    assert main(["--model", str(tiny_model), "--workspace", str(taken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"--workspace {taken} is a file, not a folder" in err and "--port" not in err
+
+
+class _Clock:
+    """Stands in for the login limit's clock: time moves only when told to."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_failed_logins_are_limited_per_address(tiny_model, tmp_path, app_runner, monkeypatch):
+    import httpx
+
+    from dreamstudio.ui import login_limit
+
+    clock = _Clock()
+    monkeypatch.setattr(login_limit, "time", clock)
+    with app_runner(tiny_model, tmp_path / "ws", "--auth", "anna:a-long-passphrase") as (url, _):
+        def login(password: str, via: str | None = None) -> httpx.Response:
+            headers = {"x-forwarded-for": f"198.51.100.1, {via}"} if via else {}
+            return httpx.post(f"{url}login", data={"username": "anna", "password": password},
+                              headers=headers, timeout=30)
+
+        assert login("a-long-passphrase").status_code == 200
+        answers = [login(f"guess-{i}").status_code for i in range(login_limit.MAX_FAILURES)]
+        assert answers == [400] * login_limit.MAX_FAILURES  # each wrong try answered...
+        refused = login("a-long-passphrase")  # ...and then even the right one is refused
+        assert refused.status_code == 429, refused.text
+        assert "Too many failed logins" in refused.json()["detail"]
+        assert int(refused.headers["retry-after"]) == login_limit.LOCKOUT_SECONDS
+        # A visitor through the share tunnel (another address) is not locked out.
+        assert login("a-long-passphrase", via="203.0.113.7").status_code == 200
+
+        clock.now += login_limit.LOCKOUT_SECONDS + 1
+        assert login("a-long-passphrase").status_code == 200  # the lock has passed
+        for i in range(login_limit.MAX_FAILURES):
+            login(f"again-{i}")
+        assert login("x").status_code == 429
+        clock.now += login_limit.LOCKOUT_SECONDS + 1
+        assert login("x").status_code == 400  # one more try after the lock...
+        assert login("y").status_code == 429  # ...and the next lock is twice as long
+        clock.now += login_limit.LOCKOUT_SECONDS + 1
+        assert login("a-long-passphrase").status_code == 429

@@ -213,3 +213,100 @@ def test_bad_option_values_are_one_line_with_exit_code_2(capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "error:" in err, err
+
+
+# --- errors that used to be tracebacks: one line, exit code 2 ---------------------------
+
+def _main_error(capsys, *argv: str) -> str:
+    """Run the CLI in-process; it must exit 2 with exactly one line on stderr."""
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err
+    return err
+
+
+def _train_argv(tmp_path, *extra: str) -> list[str]:
+    return ["train", "--model", str(tmp_path / "no-model"), "--instance-dir", str(tmp_path),
+            "--instance-prompt", "a photo of sks dog", *extra]
+
+
+def test_an_output_that_is_a_file_is_named(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file, not a folder")
+    for argv in (["prepare", str(tmp_path), str(taken)],
+                 _train_argv(tmp_path, "--output", str(taken)),
+                 ["generate", "--model", str(tmp_path), "--prompt", "a dog", "--output",
+                  str(taken)]):
+        err = _main_error(capsys, *argv)
+        assert f"{taken} is a file, not a folder" in err, err
+    assert taken.read_text() == "a file, not a folder"
+
+
+def test_a_folder_the_user_may_not_read_is_named(tmp_path, capsys, monkeypatch):
+    """PermissionError as a non-root user sees it (tests run as root, so it is raised here
+    where the real one would be: listing the input folder)."""
+    from dreamstudio.data import prepare
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+
+    def refuse(folder):
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    monkeypatch.setattr(prepare, "list_image_files", refuse)
+    err = _main_error(capsys, "prepare", str(photos), str(tmp_path / "out"))
+    assert f"permission denied for {photos}" in err, err
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="root reads and writes any folder, whatever its permissions")
+def test_unreadable_input_and_unwritable_output_for_real(dog_photos, tmp_path, capsys):
+    photos, locked = tmp_path / "photos", tmp_path / "locked"
+    photos.mkdir()
+    (photos / dog_photos[0].name).write_bytes(dog_photos[0].read_bytes())
+    locked.mkdir()
+    try:
+        locked.chmod(0o500)
+        err = _main_error(capsys, "prepare", str(photos), str(locked / "out"))
+        assert "permission denied" in err and str(locked) in err, err
+        photos.chmod(0o000)
+        err = _main_error(capsys, "prepare", str(photos), str(tmp_path / "out"))
+        assert "permission denied" in err and str(photos) in err, err
+    finally:
+        photos.chmod(0o700)
+        locked.chmod(0o700)
+
+
+def test_a_device_that_is_not_there_is_named(tmp_path, capsys, monkeypatch):
+    import torch
+
+    generate = ["generate", "--model", str(tmp_path), "--prompt", "a dog", "--output",
+                str(tmp_path / "out")]
+    err = _main_error(capsys, *generate, "--device", "tpu")
+    assert "Unknown device 'tpu'" in err and "cpu, cuda, mps" in err, err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    err = _main_error(capsys, *generate, "--device", "cuda")
+    assert "no CUDA GPU" in err and "use cpu" in err, err
+    err = _main_error(capsys, *_train_argv(tmp_path, "--output", str(tmp_path / "o"),
+                                           "--device", "cuda"))
+    assert "no CUDA GPU" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_seeds_beyond_what_torch_takes_are_refused(tmp_path, capsys):
+    too_big = str(2**64)
+    err = _main_error(capsys, "generate", "--model", str(tmp_path), "--prompt", "a dog",
+                      "--output", str(tmp_path / "out"), "--seed", too_big)
+    assert f"seed must be a whole number from 0 to {2**63 - 1} (got {too_big})" in err, err
+    err = _main_error(capsys, *_train_argv(tmp_path, "--output", str(tmp_path / "o"),
+                                           "--seed", too_big))
+    assert "seed must be a whole number" in err, err
+    assert GenerateConfig(prompt="a dog", seed=2**63 - 1, num_images=16).seed == 2**63 - 1
+
+
+def test_negative_warmup_is_refused(tmp_path, capsys):
+    err = _main_error(capsys, *_train_argv(tmp_path, "--output", str(tmp_path / "o"),
+                                           "--lr-warmup-steps", "-5"))
+    assert "warm-up steps must be >= 0 (got -5)" in err, err

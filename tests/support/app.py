@@ -9,9 +9,10 @@ from pathlib import Path
 
 
 @contextmanager
-def running_app(model: Path, workspace: Path):
-    """The app launched in-process on `model`, on a free localhost port; yields
-    (url, studio) and closes it afterwards, leaving GRADIO_TEMP_DIR as it was."""
+def running_app(model: Path, workspace: Path, *options: str):
+    """The app launched in-process on `model`, on a free localhost port, with app.py's
+    `options` besides; yields (url, studio) and closes it afterwards, leaving
+    GRADIO_TEMP_DIR as it was."""
     from dreamstudio.ui.launch import launch
 
     with socket.socket() as s:
@@ -19,7 +20,8 @@ def running_app(model: Path, workspace: Path):
         port = s.getsockname()[1]
     old_temp = os.environ.get("GRADIO_TEMP_DIR")
     demo, studio = launch(["--model", str(model), "--workspace", str(workspace),
-                           "--port", str(port), "--device", "cpu"], block=False, quiet=True)
+                           "--port", str(port), "--device", "cpu", *options], block=False,
+                          quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/", studio
     finally:

@@ -95,3 +95,26 @@ def test_an_idle_job_has_no_elapsed_time(monkeypatch):
     monkeypatch.setattr(jobs_module, "time", Clock())
     assert JobStatus().elapsed == 0.0
     assert JobStatus(started_at=990.0).elapsed == 10.0  # a started one has
+
+
+def test_a_second_run_is_refused_saying_what_the_first_is_doing(tmp_path):
+    import pytest
+
+    from dreamstudio.errors import TrainingError
+
+    fake = FakeTrainer()
+    jobs = TrainingJobs(train_fn=fake)
+    first = _config(tmp_path)
+    jobs.start(first)
+    assert fake.loaded.wait(5)
+    with pytest.raises(TrainingError) as refused:
+        jobs.start(_config(tmp_path))
+    message = str(refused.value)
+    assert f"in progress for {first.output_dir} (loading, before its first step)" in message
+    assert "0/0" not in message and "step 0" not in message
+
+    jobs._on_progress(TrainProgress("training", step=2, total_steps=3, loss=0.5))
+    with pytest.raises(TrainingError, match=r"\(step 2 of 3\)"):
+        jobs.start(_config(tmp_path))
+    fake.go_on.set()
+    assert jobs.wait(5).state == "completed"
