@@ -17,7 +17,7 @@ from .core.models import DEFAULT_MODEL, describe_source
 from .core.stop_flags import StopFlags
 from .data import review as photo_review
 from .data.manifest import PhotoResult, PrepareReport, load_manifest
-from .data.prepare import list_image_files, prepare_photos
+from .data.prepare import prepare_subject
 from .data.uploads import Upload, add_photos
 from .errors import InputError
 from .evaluate.evaluate import EvalConfig, EvalProgress, EvalReport
@@ -96,21 +96,9 @@ class Studio:
         are still there. Uploads that were already in the subject are named in the
         report's warnings (for this answer only; the manifest does not keep them).
         """
-        upload = Upload()
         with self._subject_lock(subject):
-            if files:
-                upload = self.add_photos(subject, files)
-            originals = self.workspace.originals_dir(subject)
-            sources = list_image_files(originals) if originals.is_dir() else []
-            if not sources:
-                raise InputError(
-                    f"Subject '{subject}' has no photos yet: upload 3-20 photos of it first."
-                )
-            report = prepare_photos(sources, self.workspace.photos_dir(subject), config,
-                                    progress=progress)
-        if upload.warning(subject):
-            report.warnings.insert(0, upload.warning(subject))
-        return report
+            return prepare_subject(subject, self.workspace.originals_dir(subject),
+                                   self.workspace.photos_dir(subject), files, config, progress)
 
     def photos(self, subject: str) -> PrepareReport | None:
         if not self.workspace.has_photos(subject):
@@ -269,8 +257,7 @@ class Studio:
     def generate(self, config: GenerateConfig, subject: str | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  cancel: threading.Event | None = None) -> list[GeneratedImage]:
-        if config.lora_dir is not None and not self.workspace.contains(config.lora_dir):
-            raise InputError(f"LoRA {config.lora_dir} is not inside the workspace.")
+        self._refuse_outside(config.lora_dir)
         return self.generator.generate(config, self.workspace.generated_dir(subject),
                                        progress=progress, cancel=cancel)
 
@@ -278,10 +265,14 @@ class Studio:
                       progress: Callable[[GridProgress], None] | None = None,
                       cancel: threading.Event | None = None) -> GridResult:
         """An X/Y grid on the cached generator, saved (with its axes) beside the images."""
-        if config.base.lora_dir is not None and not self.workspace.contains(config.base.lora_dir):
-            raise InputError(f"LoRA {config.base.lora_dir} is not inside the workspace.")
+        self._refuse_outside(config.base.lora_dir)
         return run_grid(self.generator, config, self.workspace.generated_dir(subject),
                         progress=progress, cancel=cancel)
+
+    def _refuse_outside(self, lora_dir: Path | None) -> None:
+        # The app serves only the workspace: a LoRA from elsewhere is not the app's to load.
+        if lora_dir is not None and not self.workspace.contains(lora_dir):
+            raise InputError(f"LoRA {lora_dir} is not inside the workspace.")
 
     def history(self, subject: str | None) -> list[HistoryItem]:
         """Earlier images of `subject` (None: of the base model), newest first."""
@@ -317,8 +308,7 @@ class Studio:
                  cancel: threading.Event | None = None) -> tuple[EvalReport, Path]:
         """Score a LoRA with the cached generator; results go to
         subjects/<name>/evaluations/<lora>-<time>/ (fidelity.json, fidelity.csv, images/)."""
-        if not self.workspace.contains(config.lora_dir):
-            raise InputError(f"LoRA {config.lora_dir} is not inside the workspace.")
+        self._refuse_outside(config.lora_dir)
         subject, lora = self.workspace.run_address(config.lora_dir) or (None, None)
         if subject is None:
             raise InputError(f"{config.lora_dir} is not a subject's LoRA folder "

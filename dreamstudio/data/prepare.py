@@ -32,11 +32,27 @@ from .manifest import (
     photo_digest,
     write_manifest,
 )
+from .uploads import Upload, add_photos
 
 # Files that operating systems drop into photo folders; not worth a "not an image" line.
 _JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini"})
 
 Progress = Callable[[int, int, str], None]
+
+
+def prepare_subject(subject: str, originals: Path, photos: Path, files: list[Path],
+                    config: PrepareConfig, progress: Progress | None = None) -> PrepareReport:
+    """Add uploaded `files` to a subject's `originals` and (re)crop all of them into
+    `photos`. Uploads that were already there are named in the report's warnings (for this
+    answer only; the manifest does not keep them)."""
+    upload = add_photos(originals, files) if files else Upload()
+    sources = list_image_files(originals) if Path(originals).is_dir() else []
+    if not sources:
+        raise InputError(f"Subject '{subject}' has no photos yet: upload 3-20 photos of it first.")
+    report = prepare_photos(sources, photos, config, progress=progress)
+    if upload.warning(subject):
+        report.warnings.insert(0, upload.warning(subject))
+    return report
 
 
 def list_image_files(input_dir: Path) -> list[Path]:
