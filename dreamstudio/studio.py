@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from .config import GenerateConfig, PrepareConfig, TrainConfig
+from .core.devices import pick_device
 from .core.models import DEFAULT_MODEL, describe_source
 from .core.stop_flags import StopFlags
 from .data import review as photo_review
@@ -50,8 +51,8 @@ from .train.identifiers import (
 from .train.jobs import JobStatus, TrainingJobs
 from .train.presets import PRESETS
 from .train.resume import check_resumable
+from .workspace import locks
 from .workspace.layout import LoraEntry, LoraFacts, Workspace
-from .workspace.locks import SubjectLocks, release_workspace_lock, take_workspace_lock
 from .workspace.runs import (
     RunInfo,
     describe_run,
@@ -65,6 +66,8 @@ from .workspace.runs import (
 class Studio:
     def __init__(self, workspace: Path, model: str = DEFAULT_MODEL, device: str | None = None,
                  model_config_dir: str | None = None, scorer_models: dict | None = None):
+        if device:
+            pick_device(device)  # a device that is not there is refused now, not on first use
         self.workspace = Workspace(workspace)
         self.scorer_models = dict(scorer_models or {})  # offered besides EvalConfig's defaults
         self.model = model
@@ -73,15 +76,19 @@ class Studio:
         self.jobs = TrainingJobs()
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
-        self._subject_lock = SubjectLocks()
+        self._subject_lock = locks.SubjectLocks()
         self._stop_flags = StopFlags()
         self._scorers = ScorerCache()  # fidelity models, loaded once
         self.identifiers = IdentifierAdvisor(model, model_config_dir)
 
     def claim_workspace(self, port: int) -> None:
         """Refuse to serve a workspace another live app serves; hold it until exit."""
-        take_workspace_lock(self.workspace.root, port)
-        atexit.register(release_workspace_lock, self.workspace.root)
+        locks.take_workspace_lock(self.workspace.root, port)
+        atexit.register(locks.release_workspace_lock, self.workspace.root)
+
+    def private_files(self) -> list[str]:
+        """Workspace files the app must not serve (the lock file names its pid and host)."""
+        return [str(self.workspace.root / locks.WORKSPACE_LOCK)]
 
     # ---- Data ---------------------------------------------------------------------------
     def add_photos(self, subject: str, files: list[Path]) -> Upload:
@@ -109,39 +116,35 @@ class Studio:
     def exclude_photo(self, subject: str, photo: str, excluded: bool = True) -> PrepareReport:
         """Leave the crop named `photo` out of training (excluded=False takes it back)."""
         with self._subject_lock(subject):
-            return photo_review.set_excluded(self._photos_of(subject), photo, excluded)
+            photos = self.workspace.prepared_photos_dir(subject)
+            return photo_review.set_excluded(photos, photo, excluded)
 
     def recrop_photo(self, subject: str, photo: str, x: float, y: float,
                      side: float) -> PrepareReport:
         """Crop the square (x, y, side), in the original photo's pixels, by hand."""
         with self._subject_lock(subject):
-            return photo_review.recrop(self.workspace.originals_dir(subject),
-                                       self._photos_of(subject), photo, x, y, side)
+            photos = self.workspace.prepared_photos_dir(subject)
+            return photo_review.recrop(self.workspace.originals_dir(subject), photos, photo,
+                                       x, y, side)
 
     def choose_face(self, subject: str, photo: str, face: int) -> PrepareReport:
         """Crop around face number `face` (0 = the most prominent) found in the photo."""
         with self._subject_lock(subject):
-            return photo_review.choose_face(self.workspace.originals_dir(subject),
-                                            self._photos_of(subject), photo, face)
+            photos = self.workspace.prepared_photos_dir(subject)
+            return photo_review.choose_face(self.workspace.originals_dir(subject), photos,
+                                            photo, face)
 
     def reset_crop(self, subject: str, photo: str) -> PrepareReport:
         """Back to the automatic crop of the photo."""
         with self._subject_lock(subject):
-            return photo_review.reset_crop(self.workspace.originals_dir(subject),
-                                           self._photos_of(subject), photo)
+            photos = self.workspace.prepared_photos_dir(subject)
+            return photo_review.reset_crop(self.workspace.originals_dir(subject), photos, photo)
 
     def photo_preview(self, subject: str, photo: str,
                       box: tuple[float, float, float] | None = None) -> photo_review.Preview:
         """The original photo with the crop square (x, y, side) drawn on it, and the crop."""
-        report = load_manifest(self._photos_of(subject))
+        report = load_manifest(self.workspace.prepared_photos_dir(subject))
         return photo_review.preview(self.workspace.originals_dir(subject), report, photo, box)
-
-    def _photos_of(self, subject: str) -> Path:
-        if not self.workspace.has_photos(subject):
-            raise InputError(
-                f"Subject '{subject}' has no prepared photos: press Prepare on the Data tab first."
-            )
-        return self.workspace.photos_dir(subject)
 
     # ---- Subjects -----------------------------------------------------------------------
     def rename_subject(self, subject: str, new_name: str) -> str:

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     import gradio as gr
 
 SHARE_USER = "dreamstudio"
-DEVICES = ("cpu", "cuda", "mps")
 SCORERS = {"dino_model": "DINO", "clip_model": "CLIP"}  # EvalConfig field: what it scores
 
 
@@ -77,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--auth", type=parse_auth, metavar="USER:PASS",
                         help="require this login; with --share and no --auth a random "
                              "password is made and printed")
-    parser.add_argument("--device", choices=DEVICES,
-                        help="force a device (default: CUDA, else Apple MPS, else CPU)")
+    parser.add_argument("--device",
+                        help="force a device: cpu, cuda, cuda:N or mps (default: CUDA, else "
+                             "Apple MPS, else CPU); one that is not there is refused at start")
     for name, what in SCORERS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="ID_OR_FOLDER",
                             help=f"{what} model the Evaluate tab offers (and selects) besides "
@@ -161,7 +161,8 @@ def launch(argv: list[str] | None = None, block: bool = True,
         server_name=options.host, server_port=options.port, share=options.share,
         auth=options.auth, auth_message="DreamStudio: log in with the user and password "
                                         "printed in the terminal that started the app.",
-        allowed_paths=[str(workspace)], prevent_thread_lock=not block, quiet=quiet,
+        allowed_paths=[str(workspace)], blocked_paths=studio.private_files(),
+        prevent_thread_lock=not block, quiet=quiet,
         max_file_size="200mb", theme=THEME, css=CSS,
         app_kwargs={"middleware": [Middleware(LoginLimit)]} if options.auth else None,
     )

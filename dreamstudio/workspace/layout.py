@@ -102,6 +102,14 @@ class Workspace:
     def run_dir(self, subject: str, run_name: str) -> Path:
         return self.loras_dir(subject) / safe_name(run_name, "run")
 
+    def prepared_photos_dir(self, subject: str) -> Path:
+        """The subject's photos folder, refused while it has no prepared photos."""
+        if not self.has_photos(subject):
+            raise InputError(
+                f"Subject '{subject}' has no prepared photos: press Prepare on the Data tab first."
+            )
+        return self.photos_dir(subject)
+
     def has_photos(self, subject: str) -> bool:
         """True once the subject's photos were prepared (its manifest exists)."""
         return has_manifest(self.photos_dir(subject))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dreamstudio.core.models import DEFAULT_MODEL
@@ -131,6 +132,10 @@ def test_app_serves_workspace_files_only(app, prepared):
     base = f"http://127.0.0.1:{port}/gradio_api/file="
     assert httpx.get(f"{base}{crop}").status_code == 200
     assert httpx.get(f"{base}{outside}").status_code in (403, 404)
+    # The workspace lock names the app's pid and host: inside the workspace, yet never served.
+    lock = workspace / ".dreamstudio-app.lock"
+    assert lock.is_file()
+    assert httpx.get(f"{base}{lock}").status_code in (403, 404)
 
 
 def test_second_training_is_refused_and_cancel_works(app, new_subject):
@@ -526,6 +531,26 @@ def test_a_file_as_workspace_is_named_not_taken_for_a_busy_port(tiny_model, tmp_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert f"--workspace {taken} is a file, not a folder" in err and "--port" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_that_is_not_there_is_refused_at_start(tiny_model, tmp_path, capsys,
+                                                        monkeypatch):
+    from dreamstudio.errors import DreamStudioError
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)  # launch sets it; put it back after
+    argv = ["--model", str(tiny_model), "--workspace", str(tmp_path / "ws"), "--device", "cuda"]
+    try:
+        demo, _ = launch(argv, block=False, quiet=True)
+    except DreamStudioError as exc:
+        assert "no CUDA GPU" in str(exc)
+    else:
+        demo.close()
+        pytest.fail("the app started on a device that is not there")
+    assert not (tmp_path / "ws" / ".dreamstudio-app.lock").exists()  # refused before serving
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no CUDA GPU" in err, err
 
 
 class _Clock:
