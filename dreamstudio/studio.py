@@ -159,17 +159,20 @@ class Studio:
         with self._subject_lock(subject):
             self.workspace.delete_subject(subject)
 
+    def _training_run(self) -> Path | None:
+        """The folder of the run the app trains now, if any."""
+        status = self.jobs.status()
+        return Path(status.config.output_dir) if status.running and status.config else None
+
     def _refuse_while_training(self, subject: str, what: str) -> None:
         folder = self.workspace.existing_subject_dir(subject)
-        status = self.jobs.status()
-        if status.running and status.config is not None:
-            run = Path(status.config.output_dir)
-            if run.resolve().is_relative_to(folder):
-                raise InputError(
-                    f"Subject '{subject}' is being trained right now (run '{run.name}'), so it "
-                    f"cannot be {what}. Wait for the run to finish or cancel it on the Train "
-                    "tab, then try again."
-                )
+        run = self._training_run()
+        if run and run.resolve().is_relative_to(folder):
+            raise InputError(
+                f"Subject '{subject}' is being trained right now (run '{run.name}'), so it "
+                f"cannot be {what}. Wait for the run to finish or cancel it on the Train "
+                "tab, then try again."
+            )
 
     # ---- Training -----------------------------------------------------------------------
     def training_config(self, subject: str, instance_prompt: str, run_name: str | None = None,
@@ -198,10 +201,10 @@ class Studio:
 
     def runs(self, subject: str) -> list[RunInfo]:
         """The subject's runs (finished, cancelled with checkpoints, or failed), by name."""
-        return list_runs(self.workspace.loras_dir(subject))
+        return list_runs(self.workspace.loras_dir(subject), self._training_run())
 
     def run_info(self, subject: str, run_name: str) -> RunInfo:
-        return describe_run(self.workspace.run_dir(subject, run_name))
+        return describe_run(self.workspace.run_dir(subject, run_name), self._training_run())
 
     # ---- Identifier and class images ------------------------------------------------------
     def check_identifier(self, identifier: str, class_noun: str) -> IdentifierCheck:
@@ -331,7 +334,6 @@ class Studio:
 
     def uploaded_count(self, subject: str) -> int:
         return self.workspace.uploaded_count(subject)
-
 
 
 # dreamstudio.ui imports from the backend only Studio and the names below (besides
