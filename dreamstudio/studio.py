@@ -41,6 +41,7 @@ from .generate.history import HistoryItem, list_history, settings_from
 from .generate.png_metadata import a1111_parameters
 from .generate.samplers import SAMPLER_NAMES
 from .train.class_gallery import ClassImageSet, add_class_images, list_class_images
+from .train.class_images import planned_recipe
 from .train.identifiers import (
     IdentifierAdvisor,
     IdentifierCheck,
@@ -160,14 +161,12 @@ class Studio:
             self.workspace.delete_subject(subject)
 
     def _training_run(self) -> Path | None:
-        """The folder of the run the app trains now, if any."""
         status = self.jobs.status()
         return Path(status.config.output_dir) if status.running and status.config else None
 
     def _refuse_while_training(self, subject: str, what: str) -> None:
         folder = self.workspace.existing_subject_dir(subject)
-        run = self._training_run()
-        if run and run.resolve().is_relative_to(folder):
+        if (run := self._training_run()) and run.resolve().is_relative_to(folder):
             raise InputError(
                 f"Subject '{subject}' is being trained right now (run '{run.name}'), so it "
                 f"cannot be {what}. Wait for the run to finish or cancel it on the Train "
@@ -218,9 +217,11 @@ class Studio:
             raise InputError("Type a class prompt first, e.g. 'a photo of dog'.")
         return self.workspace.class_images_dir(self.model, class_prompt, resolution)
 
-    def class_images(self, class_prompt: str, resolution: int, wanted: int) -> ClassImageSet:
-        """The shared class images of this base model, class prompt and resolution."""
-        return list_class_images(self.class_images_dir(class_prompt, resolution), wanted)
+    def class_images(self, class_prompt: str, resolution: int, wanted: int,
+                     **settings) -> ClassImageSet:
+        """The shared class images, judged as a run with these TrainConfig settings makes them."""
+        recipe = planned_recipe(self.model, class_prompt, resolution, self.device, **settings)
+        return list_class_images(self.class_images_dir(class_prompt, resolution), wanted, recipe)
 
     def add_class_images(self, class_prompt: str, resolution: int,
                          files: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:

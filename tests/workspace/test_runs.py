@@ -120,7 +120,7 @@ def test_class_images_tell_generated_from_yours(studio, tmp_path):
     folder.mkdir(parents=True)
     _png(folder / "class_0000.png")
     _png(folder / "class_0001.png", (0, 0, 0))
-    (folder / "class_images.json").write_text('{"class_prompt": "a photo of dog"}')
+    (folder / "class_images.json").write_text('{"class_prompt": "a photo of dog", "resolution": 64}')
     mine = _png(tmp_path / "class_0002.png", (1, 2, 3))  # a user file with a generated-like name
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
@@ -226,3 +226,29 @@ def test_listing_runs_clears_stale_temporaries_but_none_that_may_be_in_progress(
     assert all(p.exists() for p in [*fresh, *in_training])
     assert sorted(p.name for p in killed.iterdir()) == [
         ".run_settings.q1w2e3r4.tmp.json", "checkpoints", "train.log", "validation"]
+
+
+def test_the_class_gallery_counts_what_the_next_run_would_use(studio):
+    from dreamstudio.train.class_images import class_image_recipe
+
+    folder = studio.class_images_dir("a photo of dog", 64)
+    folder.mkdir(parents=True)
+    as_asked = class_image_recipe("some/model", "a photo of dog", 64)  # 25 steps, "no"
+    recipes = {"class_0000.png": as_asked, "class_0001.png": {**as_asked, "steps": 50},
+               "class_0002.png": {**as_asked, "precision": "bf16"}}
+    for name in recipes:
+        _png(folder / name)
+    _png(folder / "own_cat.png")
+    (folder / "class_images.json").write_text(json.dumps({"images": recipes}))
+
+    def usable(**settings):
+        images = studio.class_images("a photo of dog", 64, 4, **settings)
+        return sorted(i.path.name for i in images.usable), images.missing
+
+    assert usable(mixed_precision="no") == (["class_0000.png", "own_cat.png"], 2)
+    assert usable(mixed_precision="bf16") == (["class_0002.png", "own_cat.png"], 2)
+    assert usable(mixed_precision="no", class_image_steps=50) == (
+        ["class_0001.png", "own_cat.png"], 2)
+    # The form's defaults: 25 steps, so the 50-step image is never counted.
+    names, missing = usable()
+    assert "class_0001.png" not in names and missing == 2
