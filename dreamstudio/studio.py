@@ -41,6 +41,7 @@ from .generate.history import HistoryItem, list_history, settings_from
 from .generate.png_metadata import a1111_parameters
 from .generate.samplers import SAMPLER_NAMES
 from .train.class_gallery import ClassImageSet, add_class_images, list_class_images
+from .train.class_images import planned_recipe
 from .train.identifiers import (
     IdentifierAdvisor,
     IdentifierCheck,
@@ -159,17 +160,18 @@ class Studio:
         with self._subject_lock(subject):
             self.workspace.delete_subject(subject)
 
+    def _training_run(self) -> Path | None:
+        status = self.jobs.status()
+        return Path(status.config.output_dir) if status.running and status.config else None
+
     def _refuse_while_training(self, subject: str, what: str) -> None:
         folder = self.workspace.existing_subject_dir(subject)
-        status = self.jobs.status()
-        if status.running and status.config is not None:
-            run = Path(status.config.output_dir)
-            if run.resolve().is_relative_to(folder):
-                raise InputError(
-                    f"Subject '{subject}' is being trained right now (run '{run.name}'), so it "
-                    f"cannot be {what}. Wait for the run to finish or cancel it on the Train "
-                    "tab, then try again."
-                )
+        if (run := self._training_run()) and run.resolve().is_relative_to(folder):
+            raise InputError(
+                f"Subject '{subject}' is being trained right now (run '{run.name}'), so it "
+                f"cannot be {what}. Wait for the run to finish or cancel it on the Train "
+                "tab, then try again."
+            )
 
     # ---- Training -----------------------------------------------------------------------
     def training_config(self, subject: str, instance_prompt: str, run_name: str | None = None,
@@ -198,10 +200,10 @@ class Studio:
 
     def runs(self, subject: str) -> list[RunInfo]:
         """The subject's runs (finished, cancelled with checkpoints, or failed), by name."""
-        return list_runs(self.workspace.loras_dir(subject))
+        return list_runs(self.workspace.loras_dir(subject), self._training_run())
 
     def run_info(self, subject: str, run_name: str) -> RunInfo:
-        return describe_run(self.workspace.run_dir(subject, run_name))
+        return describe_run(self.workspace.run_dir(subject, run_name), self._training_run())
 
     # ---- Identifier and class images ------------------------------------------------------
     def check_identifier(self, identifier: str, class_noun: str) -> IdentifierCheck:
@@ -215,9 +217,11 @@ class Studio:
             raise InputError("Type a class prompt first, e.g. 'a photo of dog'.")
         return self.workspace.class_images_dir(self.model, class_prompt, resolution)
 
-    def class_images(self, class_prompt: str, resolution: int, wanted: int) -> ClassImageSet:
-        """The shared class images of this base model, class prompt and resolution."""
-        return list_class_images(self.class_images_dir(class_prompt, resolution), wanted)
+    def class_images(self, class_prompt: str, resolution: int, wanted: int,
+                     **settings) -> ClassImageSet:
+        """The shared class images, judged as a run with these TrainConfig settings makes them."""
+        recipe = planned_recipe(self.model, class_prompt, resolution, self.device, **settings)
+        return list_class_images(self.class_images_dir(class_prompt, resolution), wanted, recipe)
 
     def add_class_images(self, class_prompt: str, resolution: int,
                          files: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -331,7 +335,6 @@ class Studio:
 
     def uploaded_count(self, subject: str) -> int:
         return self.workspace.uploaded_count(subject)
-
 
 
 # dreamstudio.ui imports from the backend only Studio and the names below (besides

@@ -51,15 +51,10 @@ def is_temporary(path: Path) -> bool:
     return bool(_TEMPORARY.match(Path(path).name))
 
 
-def remove_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporaries a killed writer left anywhere under `folder`; only call it
-    where nothing else can be writing (e.g. a run's folder as its training starts)."""
-    removed = []
-    for path in Path(folder).rglob(".*"):
-        if path.is_file() and is_temporary(path):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
+def find_temporaries(folder: Path) -> list[Path]:
+    """The temporaries of atomic_path anywhere under `folder`: finished writes leave none,
+    so each is one a writer is still at, or one a killed writer left."""
+    return [p for p in Path(folder).rglob(".*") if p.is_file() and is_temporary(p)]
 
 
 @contextmanager

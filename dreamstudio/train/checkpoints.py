@@ -2,8 +2,9 @@
 
 Each checkpoint is a folder `checkpoints/step-000050/` written under a temporary name
 (`.writing-*`) and renamed into place, so a crash mid-write never leaves a checkpoint that
-looks complete; `remove_unfinished` clears what a killed run left. Its files and folder get
-the umask's modes like every other file, so the run can be moved or shared as a whole.
+looks complete; `unfinished_checkpoints` are the ones being written or left by a killed
+run. Their files and folders get the umask's modes like every other file, so the run can be
+moved or shared as a whole.
 """
 
 from __future__ import annotations
@@ -80,16 +81,11 @@ def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor
     return final
 
 
-def remove_unfinished(output_dir: Path) -> list[Path]:
-    """Delete checkpoint folders a killed run left half-written; only call it where no
-    checkpoint of this run can be being written (as its training starts)."""
+def unfinished_checkpoints(output_dir: Path) -> list[Path]:
+    """Checkpoint folders still under their temporary name: being written, or left
+    half-written by a killed run."""
     folder = checkpoints_dir(output_dir)
-    if not folder.is_dir():
-        return []
-    removed = [p for p in folder.glob(f"{_UNFINISHED}*") if p.is_dir()]
-    for path in removed:
-        shutil.rmtree(path, ignore_errors=True)
-    return removed
+    return [p for p in folder.glob(f"{_UNFINISHED}*") if p.is_dir()] if folder.is_dir() else []
 
 
 def _unreadable(checkpoint: Checkpoint, exc: Exception) -> TrainingError:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..config import TrainConfig, default_of
+from ..core.devices import auto_mixed_precision, pick_device
 from ..core.files import atomic_write_json
 from ..core.models import describe_source
 from .class_gallery import RECORD, list_class_images, read_record
@@ -31,6 +32,20 @@ def class_image_recipe(model: str | None, class_prompt: str, resolution: int,
     return {"model": model, "class_prompt": class_prompt, "negative_prompt": NEGATIVE_PROMPT,
             "resolution": resolution, "sampler": SAMPLER, "steps": steps,
             "precision": _PRECISION_NAMES.get(autocast_dtype, "no")}
+
+
+def planned_recipe(model: str | None, class_prompt: str, resolution: int,
+                   device: str | None = None,
+                   mixed_precision: str = default_of(TrainConfig, "mixed_precision"),
+                   class_image_steps: int = default_of(TrainConfig, "class_image_steps"),
+                   ) -> dict:
+    """The recipe of the class images a run with these TrainConfig settings on `device`
+    would make, its 'auto' precision resolved as the trainer resolves it: what the Train
+    tab's gallery judges the folder by, so that it counts what the run will use."""
+    if mixed_precision == "auto":
+        mixed_precision = auto_mixed_precision(pick_device(device))
+    dtype = next((d for d, name in _PRECISION_NAMES.items() if name == mixed_precision), None)
+    return class_image_recipe(model, class_prompt, resolution, class_image_steps, dtype)
 
 
 def _record(class_dir: Path, made: dict[str, dict]) -> None:

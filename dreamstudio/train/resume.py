@@ -3,19 +3,21 @@
 `check_resumable` is the one judge of whether a run can be resumed with a config: the app
 asks it before queueing a job and the trainer before loading any model, so both refuse the
 same things with the same words. `tidy_run_folder` clears what a killed earlier attempt at
-the run left behind, before anything of the new attempt is written.
+the run left behind, before anything of the new attempt is written; `remove_leftovers` with
+an age does so where another attempt may be writing (listing runs).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import torch
 
 from ..config import TrainConfig
-from ..core.files import remove_temporaries
+from ..core.files import find_temporaries
 from ..errors import TrainingError
 from ..lora.adapters import peft_weights
 from ..lora.kohya import finish_export
@@ -24,8 +26,8 @@ from .checkpoints import (
     latest_checkpoint,
     load_checkpoint,
     load_state,
-    remove_unfinished,
     save_checkpoint,
+    unfinished_checkpoints,
 )
 from .session import TrainingSession
 
@@ -38,24 +40,57 @@ RESUME_KEYS = ("model", "instance_prompt", "class_prompt", "rank", "train_text_e
 
 
 # What earlier versions wrote under temporary names: the LoRA's folder, the kohya file.
-_OLD_TEMPORARIES = (".saving-*", ".kohya-*.safetensors")
+_OLD_SAVING, _OLD_KOHYA = ".saving-*", ".kohya-*.safetensors"
+# How long a leftover must have been untouched before a run's listing may remove it. A
+# live writer touches its temporary every few seconds (the largest, a checkpoint, is
+# written in seconds); an hour leaves room for a slow or network disk and for a process
+# paused mid-write (Ctrl-Z, a sleeping laptop). Removing a live one would fail its run,
+# keeping a dead one an hour longer costs only disk space.
+STALE_AFTER_S = 3600.0
+
+
+def _last_touched(path: Path) -> float:
+    """When `path`, or for a folder anything in it, last changed."""
+    times = [path.lstat().st_mtime]
+    if path.is_dir():
+        times += [p.lstat().st_mtime for p in path.rglob("*")]
+    return max(times)
+
+
+def remove_leftovers(folder: Path, min_age_s: float = 0.0) -> list[Path]:
+    """Remove what killed attempts at the run in `folder` left (half-written checkpoints,
+    temporaries of the LoRA, kohya, validation and settings files, and those of earlier
+    versions) untouched for `min_age_s` seconds; 0: all of it, for where nothing else can
+    be writing. Returns what was removed."""
+    folder = Path(folder)
+    folders = [*unfinished_checkpoints(folder),
+               *(p for p in folder.glob(_OLD_SAVING) if p.is_dir())]
+    files = [p for p in find_temporaries(folder) + list(folder.glob(_OLD_KOHYA))
+             if p.is_file() and not any(p.is_relative_to(f) for f in folders)]
+    now, removed = time.time(), []
+    for path in folders + files:
+        try:
+            if min_age_s and now - _last_touched(path) < min_age_s:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            # Renamed into place by its writer meanwhile, or a read-only workspace (which
+            # loses only disk space): neither is the listing's to report.
+            continue
+        removed.append(path)
+    return removed
 
 
 def tidy_run_folder(config: TrainConfig) -> None:
-    """Remove the half-written files of a killed attempt at this run (checkpoint folders,
-    temporaries of the LoRA, kohya, validation and settings files); on a resume, also write
-    the kohya file of a LoRA that was killed while it was being exported."""
+    """Remove the half-written files of a killed attempt at this run; on a resume, also
+    write the kohya file of a LoRA that was killed while it was being exported."""
     folder = Path(config.output_dir)
     if not folder.is_dir():
         return
-    removed = remove_unfinished(folder) + remove_temporaries(folder)
-    for pattern in _OLD_TEMPORARIES:
-        for path in folder.glob(pattern):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(path)
+    removed = remove_leftovers(folder)
     if removed:
         log.info("removed what an interrupted attempt left: %s", [p.name for p in removed])
     if config.resume:

@@ -216,12 +216,15 @@ class TrainHandlers:
                 **self.retype_identifier(word, class_noun, class_prompt)}
 
     # ---- class images -----------------------------------------------------------------
-    def _class_view(self, class_prompt: str | None, resolution: float,
-                    wanted: float | None) -> tuple[str, list]:
+    def _class_view(self, class_prompt: str | None, resolution: float, wanted: float | None,
+                    mixed_precision: str | None) -> tuple[str, list]:
         class_prompt = (class_prompt or "").strip()
         if not class_prompt:
             return "Type a class prompt to see its class images.", []
-        images = self.studio.class_images(class_prompt, int(resolution), int(wanted or 0))
+        # Judged by the form's precision: a run uses only class images drawn at its own.
+        settings = {"mixed_precision": mixed_precision} if mixed_precision else {}
+        images = self.studio.class_images(class_prompt, int(resolution), int(wanted or 0),
+                                          **settings)
         ordered = sorted(images.images, key=lambda i: i.generated)  # yours first
         items = [(str(i.path), i.source) for i in ordered[:MAX_CLASS_THUMBNAILS]]
         text = class_images_markdown(images, class_prompt, int(resolution))
@@ -229,20 +232,22 @@ class TrainHandlers:
             text += f" (showing {MAX_CLASS_THUMBNAILS})"
         return text, items
 
-    def class_images(self, class_prompt: str | None, resolution: float, wanted: float | None):
+    def class_images(self, class_prompt: str | None, resolution: float, wanted: float | None,
+                     mixed_precision: str | None = None):
         """The shared class images of this class prompt, model and resolution."""
-        text, items = self._class_view(class_prompt, resolution, wanted)
+        text, items = self._class_view(class_prompt, resolution, wanted, mixed_precision)
         return {self.form["class_summary"]: text, self.form["class_gallery"]: items}
 
     @guarded(lambda ui: ui.form["class_summary"])
     def add_class_images(self, class_prompt: str | None, resolution: float,
-                         wanted: float | None, files: list[str] | None):
+                         wanted: float | None, files: list[str] | None,
+                         mixed_precision: str | None = None):
         """Copy your own pictures of the class into the shared class-image folder."""
         if not (class_prompt or "").strip():
             raise InputError("Type the class prompt first: your pictures are stored with it.")
         added, skipped = self.studio.add_class_images(
             class_prompt.strip(), int(resolution), [Path(f) for f in files or []])
-        text, items = self._class_view(class_prompt, resolution, wanted)
+        text, items = self._class_view(class_prompt, resolution, wanted, mixed_precision)
         note = f"Added {len(added)} picture{'s' if len(added) != 1 else ''}."
         if skipped:
             note += " Not added: " + "; ".join(f"{n} ({why})" for n, why in skipped) + "."

@@ -88,14 +88,17 @@ def _wire(handlers: TrainHandlers, ui: TrainWidgets) -> None:
         [w["identifier"], *instance_and_check], **quiet)
 
     # Class images: shown for the class prompt in use; your own can be added.
+    # They are counted as a run with the form's precision would use them; it comes last so
+    # that API callers may leave it out (the form's default).
     class_inputs = [w["class_prompt"], w["resolution"], w["num_class_images"]]
+    precision = w["mixed_precision"]
     class_outputs = [w["class_summary"], w["class_gallery"]]
     # The API-visible event first: later ones with the same function get suffixed names.
-    w["class_refresh"].click(handlers.class_images, class_inputs, class_outputs,
+    w["class_refresh"].click(handlers.class_images, [*class_inputs, precision], class_outputs,
                              api_name="class_images", queue=False)
     for event in (w["class_prompt"].change, w["num_class_images"].change,
-                  w["resolution"].change):
-        event(handlers.class_images, class_inputs, class_outputs, **quiet)
+                  w["resolution"].change, precision.change):
+        event(handlers.class_images, [*class_inputs, precision], class_outputs, **quiet)
     w["class_upload"].upload(
-        handlers.add_class_images, [*class_inputs, w["class_upload"]],
+        handlers.add_class_images, [*class_inputs, w["class_upload"], precision],
         [*class_outputs, w["class_upload"]], api_name="add_class_images")

@@ -2,7 +2,8 @@
 
 A run is the folder loras/<run>/ of a subject. It may hold a finished LoRA, resumable
 checkpoints (checkpoints/step-NNNNNN/), or both; run_settings.json keeps the settings it
-was started with, so that resuming can start from exactly those.
+was started with, so that resuming can start from exactly those. Describing a run removes
+what a killed attempt at it left, where that cannot be an attempt still writing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..core.files import atomic_write_json, safe_name
 from ..errors import InputError
 from ..lora.files import is_lora_dir, read_lora_info
 from ..train.checkpoints import latest_checkpoint
+from ..train.resume import STALE_AFTER_S, remove_leftovers
 from .layout import Workspace
 
 SETTINGS_FILE = "run_settings.json"
@@ -85,21 +87,27 @@ def load_run_settings(path: Path) -> dict:
         return dict(read_lora_info(path).get("config", {}))
 
 
-def describe_run(path: Path) -> RunInfo:
+def describe_run(path: Path, training: Path | None = None) -> RunInfo:
+    """What the run in `path` holds. Its stale temporaries go first, unless it is the
+    run `training` (the one the app trains now): a CLI training in another process may
+    be writing any run, so only those untouched for STALE_AFTER_S are taken for dead."""
     path = Path(path)
     if not run_exists(path):
         return RunInfo(path.name, path)
+    if training is None or path.resolve() != Path(training).resolve():
+        remove_leftovers(path, STALE_AFTER_S)
     checkpoint = latest_checkpoint(path)
     return RunInfo(path.name, path, True, is_lora_dir(path),
                    checkpoint.step if checkpoint else None, load_run_settings(path),
                    run_failure(path))
 
 
-def list_runs(loras_dir: Path) -> list[RunInfo]:
+def list_runs(loras_dir: Path, training: Path | None = None) -> list[RunInfo]:
+    """The runs in `loras_dir`, by name (describe_run says what `training` is)."""
     folder = Path(loras_dir)
     if not folder.is_dir():
         return []
-    return [describe_run(p) for p in sorted(folder.iterdir())
+    return [describe_run(p, training) for p in sorted(folder.iterdir())
             if p.is_dir() and not p.name.startswith(".") and run_exists(p)]
 
 

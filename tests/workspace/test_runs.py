@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 import torch
@@ -118,7 +120,7 @@ def test_class_images_tell_generated_from_yours(studio, tmp_path):
     folder.mkdir(parents=True)
     _png(folder / "class_0000.png")
     _png(folder / "class_0001.png", (0, 0, 0))
-    (folder / "class_images.json").write_text('{"class_prompt": "a photo of dog"}')
+    (folder / "class_images.json").write_text('{"class_prompt": "a photo of dog", "resolution": 64}')
     mine = _png(tmp_path / "class_0002.png", (1, 2, 3))  # a user file with a generated-like name
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
@@ -165,3 +167,88 @@ def test_a_run_that_failed_before_training_is_listed_as_failed_with_its_reason(s
     with open(run_log_path(run.path), "a", encoding="utf-8") as fh:
         fh.write("2025-01-01T00:00:00 INFO run starting: {}\n")
     assert studio.run_info("dog", "broken").failure is None
+
+
+def _aged(path, seconds):
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+    return path
+
+
+def _temporaries(run, age_s):
+    """What kill -9 leaves in a run folder (this version's and earlier ones'), `age_s` old."""
+    folders = [run / "checkpoints" / ".writing-k2j3h4g5", run / ".saving-a1b2c3d4"]
+    files = [run / ".Rex_the_dog.x7y8z9w0.tmp.safetensors", run / ".kohya-p0o9i8u7.safetensors",
+             run / "validation" / ".step-000002-0.m5n6b7v8.tmp.png"]
+    for folder in folders:
+        folder.mkdir(parents=True)
+        (folder / "lora.safetensors").write_bytes(b"half")
+        _aged(folder / "lora.safetensors", age_s)
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    for path in [*files, *folders]:
+        _aged(path, age_s)
+    return [*folders, *files]
+
+
+def test_listing_runs_clears_stale_temporaries_but_none_that_may_be_in_progress(studio,
+                                                                               monkeypatch):
+    from types import SimpleNamespace
+
+    from dreamstudio.train.jobs import JobStatus
+    from dreamstudio.train.resume import STALE_AFTER_S
+
+    killed, other, training = (_run_dir(studio, n) for n in ("killed", "other", "training"))
+    for run in (killed, other, training):
+        (run / "train.log").write_text("x")
+    stale = _temporaries(killed, STALE_AFTER_S + 60)
+    stale_other = _temporaries(other, STALE_AFTER_S + 60)
+    fresh = [killed / ".run_settings.q1w2e3r4.tmp.json"]
+    fresh[0].write_bytes(b"{")
+    # A checkpoint folder made long ago whose file is being written now is in progress.
+    busy_folder = killed / "checkpoints" / ".writing-z9y8x7w6"
+    busy_folder.mkdir()
+    (busy_folder / "state.pt").write_bytes(b"...")
+    _aged(busy_folder, STALE_AFTER_S + 60)
+    fresh.append(busy_folder)
+    # The run the app trains now is never touched, however old its temporaries look.
+    in_training = _temporaries(training, STALE_AFTER_S + 60)
+    monkeypatch.setattr(studio.jobs, "status", lambda: JobStatus(
+        "running", config=SimpleNamespace(output_dir=training)))
+
+    # Showing one run cleans it; listing them cleans them all.
+    assert studio.run_info("dog", "other").exists
+    assert [p for p in stale_other if os.path.lexists(p)] == []
+    assert all(os.path.lexists(p) for p in stale)
+    assert [r.name for r in studio.runs("dog")] == ["killed", "other", "training"]
+    assert [p for p in stale if os.path.lexists(p)] == []
+    assert all(p.exists() for p in [*fresh, *in_training])
+    assert sorted(p.name for p in killed.iterdir()) == [
+        ".run_settings.q1w2e3r4.tmp.json", "checkpoints", "train.log", "validation"]
+
+
+def test_the_class_gallery_counts_what_the_next_run_would_use(studio):
+    from dreamstudio.train.class_images import class_image_recipe
+
+    folder = studio.class_images_dir("a photo of dog", 64)
+    folder.mkdir(parents=True)
+    as_asked = class_image_recipe("some/model", "a photo of dog", 64)  # 25 steps, "no"
+    recipes = {"class_0000.png": as_asked, "class_0001.png": {**as_asked, "steps": 50},
+               "class_0002.png": {**as_asked, "precision": "bf16"}}
+    for name in recipes:
+        _png(folder / name)
+    _png(folder / "own_cat.png")
+    (folder / "class_images.json").write_text(json.dumps({"images": recipes}))
+
+    def usable(**settings):
+        images = studio.class_images("a photo of dog", 64, 4, **settings)
+        return sorted(i.path.name for i in images.usable), images.missing
+
+    assert usable(mixed_precision="no") == (["class_0000.png", "own_cat.png"], 2)
+    assert usable(mixed_precision="bf16") == (["class_0002.png", "own_cat.png"], 2)
+    assert usable(mixed_precision="no", class_image_steps=50) == (
+        ["class_0001.png", "own_cat.png"], 2)
+    # The form's defaults: 25 steps, so the 50-step image is never counted.
+    names, missing = usable()
+    assert "class_0001.png" not in names and missing == 2
