@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from .manifest import PrepareReport
+from . import lookalike
+from .manifest import PhotoResult, PrepareReport
 
 # Sharpness is measured on a grey copy of the crop at this side, so the figure does not
 # depend on the photo's resolution or on the training size.
@@ -29,7 +30,9 @@ BLUR_THRESHOLD = 60.0
 
 # dHash: 8x8 = 64 bits. On the same photos, distinct pictures differ in 20-44 bits (20 for
 # two shots of the dog on one sofa); a copy re-saved as JPEG q40, halved, 15 % brighter,
-# 20 % less contrast or cropped 3 % off one corner differs in at most 9.
+# 20 % less contrast or cropped 3 % off one corner differs in at most 9. Shots of a small
+# subject against a plain backdrop differ in as few bits as copies, so a pair the hash calls
+# alike is a near-duplicate only if its structure is alike too (lookalike.py).
 HASH_SIDE = 8
 NEAR_DUPLICATE_BITS = 12
 
@@ -59,6 +62,12 @@ def dhash(img: Image.Image, box: Sequence[int] | None = None) -> str:
     return f"{value:0{HASH_SIDE * HASH_SIDE // 4}x}"
 
 
+def thumbnail(img: Image.Image, box: Sequence[int] | None = None) -> str:
+    """The grey copy of the region that the near-duplicate check compares, as text."""
+    pixels = _grey_region(img, box, (lookalike.SIDE, lookalike.SIDE))
+    return lookalike.encode(pixels)
+
+
 def hamming(a: str, b: str) -> int:
     """How many bits two hex hashes differ in."""
     return (int(a, 16) ^ int(b, 16)).bit_count()
@@ -70,6 +79,39 @@ def sharpness(img: Image.Image, box: Sequence[int] | None = None) -> float:
     laplacian = (pixels[:-2, 1:-1] + pixels[2:, 1:-1] + pixels[1:-1, :-2] + pixels[1:-1, 2:]
                  - 4 * pixels[1:-1, 1:-1])
     return float(laplacian.var())
+
+
+class _Lookalikes:
+    """Whether two photos are nearly the same picture: the hash says alike and, where both
+    have a thumbnail with structure in it, so do their gradients. A manifest written before
+    thumbnails were stored has only the hash to go by."""
+
+    def __init__(self) -> None:
+        self.structures: dict[str, lookalike.Structure | None] = {}
+        self.verdicts: dict[frozenset[int], bool] = {}
+
+    def __call__(self, a: PhotoResult, b: PhotoResult) -> bool:
+        if not (a.dhash and b.dhash and hamming(a.dhash, b.dhash) <= NEAR_DUPLICATE_BITS):
+            return False
+        key = frozenset((id(a), id(b)))  # each pair is asked both ways round
+        if key not in self.verdicts:
+            self.verdicts[key] = self._alike(a, b)
+        return self.verdicts[key]
+
+    def _alike(self, a: PhotoResult, b: PhotoResult) -> bool:
+        first, second = self._structure(a), self._structure(b)
+        if first is None or second is None or (first.flat and second.flat):
+            return True
+        return lookalike.similarity(first, second) >= lookalike.SAME_PICTURE
+
+    def _structure(self, result: PhotoResult) -> lookalike.Structure | None:
+        text = result.thumbnail
+        if not text:
+            return None
+        if text not in self.structures:
+            pixels = lookalike.decode(text)
+            self.structures[text] = None if pixels is None else lookalike.Structure(pixels)
+        return self.structures[text]
 
 
 def review_warnings(report: PrepareReport) -> None:
@@ -97,9 +139,9 @@ def review_warnings(report: PrepareReport) -> None:
                     f"small: the crop is {side} px and would be enlarged {enlarged:.1f}x "
                     f"to {size} px, so it looks soft; use a closer photo"
                 )
+    alike = _Lookalikes()
     for a in used:
-        twins = [b.source for b in used if b is not a and a.dhash and b.dhash
-                 and hamming(a.dhash, b.dhash) <= NEAR_DUPLICATE_BITS]
+        twins = [b.source for b in used if b is not a and alike(a, b)]
         if twins:
             names = ", ".join(twins[:-1]) + (" and " if len(twins) > 1 else "") + twins[-1]
             a.warnings.append(f"nearly the same picture as {names}: keep one of them")

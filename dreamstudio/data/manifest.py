@@ -70,6 +70,9 @@ class PhotoResult:
     manual_crop: bool = False  # the crop box was set by hand
     sharpness: float | None = None  # variance of the Laplacian, see photo_checks
     dhash: str | None = None
+    # The crop's grey 64x64 copy (base64) that tells a copy from another shot against
+    # the same backdrop; None in manifests written before it was stored.
+    thumbnail: str | None = None
     warnings: list[str] = field(default_factory=list)
 
 

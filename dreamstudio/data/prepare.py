@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..config import PrepareConfig
 from ..errors import InputError
-from .checks import dhash, review_warnings, sharpness
+from .checks import dhash, review_warnings, sharpness, thumbnail
 from .crops import Box, centre_crop_box, crop_box_for_face, fit_square, save_crop
 from .faces import FaceDetector, faces_by_prominence, shared_detector
 from .images import IMAGE_SUFFIXES, ImageRejected, open_rgb
@@ -173,6 +173,7 @@ def measure_crop(result: PhotoResult, img: Image.Image, box: Sequence[int]) -> N
     result.crop_box = [int(v) for v in box]
     result.sharpness = round(sharpness(img, box), 1)
     result.dhash = dhash(img, box)
+    result.thumbnail = thumbnail(img, box)
 
 
 def _prepare_one(
