@@ -192,11 +192,10 @@ class Studio:
         # A GPU rarely holds the inference pipeline and a training run at once.
         if self._generator is not None and self._generator.device.type != "cpu":
             self._generator.unload()
-        self.jobs.start(config)
-        # Written once the job is accepted, so a refused start leaves no folder behind;
-        # picking the run later reloads exactly these settings (resume needs them).
-        if not config.resume:
-            save_run_settings(config)
+        # Written once the job is accepted (a refused start leaves no folder behind) and
+        # before it starts, so the run's own clean-up at start never meets a half-written
+        # file; picking the run later reloads exactly these settings (resume needs them).
+        self.jobs.start(config, accepted=None if config.resume else save_run_settings)
 
     def runs(self, subject: str) -> list[RunInfo]:
         """The subject's runs (finished, cancelled with checkpoints, or failed), by name."""

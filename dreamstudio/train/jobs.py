@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -71,7 +72,11 @@ class TrainingJobs:
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
 
-    def start(self, config: TrainConfig) -> None:
+    def start(self, config: TrainConfig,
+              accepted: Callable[[TrainConfig], None] | None = None) -> None:
+        """Train `config` in the background. `accepted(config)` runs once the job is taken
+        and before it starts: what it writes is there when training begins (and nothing is
+        written for a refused job)."""
         with self._lock:
             if self._status.running:
                 raise TrainingError(
@@ -79,6 +84,8 @@ class TrainingJobs:
                     f"{self._status.config.output_dir} ({_how_far(self._status.progress)}). "
                     "Wait for it to finish or cancel it."
                 )
+            if accepted is not None:
+                accepted(config)
             self._cancel = threading.Event()
             self._status = JobStatus("running", TrainProgress("queued", message="Starting"),
                                      config=config, started_at=time.time())

@@ -97,6 +97,35 @@ def test_resume_with_other_settings_is_refused_before_any_model_loads(studio):
     assert studio.jobs.wait(5).state == "completed"
 
 
+def test_a_run_finds_its_settings_written_when_it_starts(studio):
+    """The trainer tidies its folder first thing: the settings must be complete by then,
+    not a temporary it would take for a killed attempt's leftover."""
+    seen = []
+
+    def trainer(config, progress, cancel):
+        seen.append(sorted(p.name for p in config.output_dir.iterdir()))
+        return TrainResult("completed", config.output_dir, None, 0, None, 0.0, [], [], "ok")
+
+    studio.jobs = TrainingJobs(train_fn=trainer)
+    config = studio.training_config("dog", PROMPT, run_name="tidy", resolution=64)
+    studio.start_training(config)
+    assert studio.jobs.wait(5).state == "completed"
+    assert seen == [[SETTINGS_FILE]]
+    refused = studio.training_config("dog", PROMPT, run_name="refused", resolution=64)
+
+    def busy(config, progress, cancel):
+        cancel.wait(10)
+        return TrainResult("cancelled", config.output_dir, None, 0, None, 0.0, [], [], "stop")
+
+    studio.jobs = TrainingJobs(train_fn=busy)
+    studio.start_training(studio.training_config("dog", PROMPT, run_name="busy", resolution=64))
+    with pytest.raises(TrainingError, match="already in progress"):
+        studio.start_training(refused)
+    assert not refused.output_dir.exists()  # a refused start writes nothing
+    studio.cancel_training()
+    assert studio.jobs.wait(5).state == "cancelled"
+
+
 def test_a_started_run_keeps_its_settings_for_resuming(studio):
     config = studio.training_config("dog", PROMPT, run_name="r1", resolution=64, rank=8,
                                     flip=True)
