@@ -134,24 +134,41 @@ def check_resumable(config: TrainConfig) -> Checkpoint:
     return checkpoint
 
 
-def save_session(session: TrainingSession, step: int) -> None:
-    """Checkpoint everything the loop needs to go on from after `step` exactly as if it had
-    never stopped: LoRA weights, optimizer and schedule, every random state, data order."""
-    cfg, accelerator = session.config, session.accelerator
-    if not cfg.checkpoint_every or step == 0 or not accelerator.is_main_process:
-        return
-    te = accelerator.unwrap_model(session.text_encoder) if cfg.train_text_encoder else None
-    weights = peft_weights(accelerator.unwrap_model(session.unet), te)
+def _own_state(session: TrainingSession) -> dict:
+    """What differs between the processes of a run: each draws its own data and noise."""
     class_batches = session.class_batches
-    state = {
-        "step": step,
-        "optimizer": session.optimizer.state_dict(),
-        "lr_scheduler": session.lr_scheduler.state_dict(),
+    return {
         "generator": session.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
         "order": list(session.batches.order),
         "class_order": list(class_batches.order) if class_batches else [],
         "losses": list(session.losses),
+    }
+
+
+def save_session(session: TrainingSession, step: int) -> None:
+    """Checkpoint everything the loop needs to go on from after `step` exactly as if it had
+    never stopped: LoRA weights, optimizer and schedule, every random state, data order.
+    Every process calls it; the main one writes, with the others' random states and data
+    order beside its own (a resume that gave every process the main one's would train
+    them all on the same images)."""
+    from accelerate.utils import gather_object
+
+    cfg, accelerator = session.config, session.accelerator
+    if not cfg.checkpoint_every or step == 0:
+        return
+    own = _own_state(session)
+    ranks = gather_object([own]) if accelerator.num_processes > 1 else [own]
+    if not accelerator.is_main_process:
+        return
+    te = accelerator.unwrap_model(session.text_encoder) if cfg.train_text_encoder else None
+    weights = peft_weights(accelerator.unwrap_model(session.unet), te)
+    state = {
+        "step": step,
+        "optimizer": session.optimizer.state_dict(),
+        "lr_scheduler": session.lr_scheduler.state_dict(),
+        **own,
+        "ranks": ranks,
         "validation_images": list(session.validation_images),
         "settings": resume_settings(cfg),
     }
@@ -172,12 +189,21 @@ def restore_session(session: TrainingSession, checkpoint: Checkpoint) -> int:
             set_peft_model_state_dict(accelerator.unwrap_model(model), part)
     session.optimizer.load_state_dict(state["optimizer"])
     session.lr_scheduler.load_state_dict(state["lr_scheduler"])
-    session.generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    session.batches.order = list(state["order"])
-    if session.class_batches:
-        session.class_batches.order = list(state["class_order"])
-    session.losses = list(state["losses"])
+    # Checkpoints of earlier versions hold the main process's state only.
+    ranks, index = state.get("ranks") or [state], accelerator.process_index
+    if index < len(ranks):
+        own = ranks[index]
+        session.generator.set_state(own["generator"])
+        torch.set_rng_state(own["torch_rng"])
+        session.batches.order = list(own["order"])
+        if session.class_batches:
+            session.class_batches.order = list(own["class_order"])
+        session.losses = list(own["losses"])
+    else:
+        # More processes than the run had: this one goes on with its own fresh draws.
+        log.warning("the checkpoint was written by %d process(es); process %d starts its "
+                    "data order afresh", len(ranks), index)
+        session.losses = list(state["losses"])
     session.validation_images = list(state.get("validation_images", []))
     log.info("resumed from %s at step %d", checkpoint.path, state["step"])
     session.emit("training", state["step"], message=f"Resumed at step {state['step']}")

@@ -7,9 +7,28 @@ import logging
 import torch
 
 from ..config import TrainConfig
+from ..core.devices import pick_device
 from ..errors import TrainingError
 
 log = logging.getLogger("dreamstudio.training")
+
+
+def run_device(requested: str | None) -> torch.device:
+    """The device of this process. Under `accelerate launch` (or torchrun) each process gets
+    its own GPU, which PartialState selects (it must exist before any model is moved)."""
+    from accelerate import PartialState
+
+    device = pick_device(requested)
+    # Without cpu=True accelerate joins launched CPU processes into no group at all: each
+    # would train alone on its own data, silently, and all would write the same files.
+    state = PartialState(cpu=device.type == "cpu")
+    return device if requested or device.type == "cpu" else state.device
+
+
+def is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def new_accelerator(mixed_precision: str, device: torch.device):
@@ -63,6 +82,19 @@ def make_optimizer(params: list[dict], use_8bit: bool):
             "pip install bitsandbytes, or turn 8-bit Adam off."
         ) from exc
     return bnb.optim.AdamW8bit(params, weight_decay=1e-2)
+
+
+def make_lr_scheduler(config: TrainConfig, optimizer, num_processes: int):
+    """The learning-rate schedule of `config.steps` optimizer steps, for accelerate to wrap.
+    Once prepared it steps once per process at each optimizer step (accelerate assumes the
+    batch grew with the processes), so both lengths are scaled to match, as diffusers'
+    script does; keeping it unprepared instead would lose accelerate's skipping of the
+    steps an fp16 overflow skipped."""
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(config.lr_scheduler, optimizer=optimizer,
+                         num_warmup_steps=config.lr_warmup_steps * num_processes,
+                         num_training_steps=config.steps * num_processes)
 
 
 def apply_speedups(unet, text_encoder, config: TrainConfig, device: torch.device) -> None:

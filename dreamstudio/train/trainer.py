@@ -4,8 +4,9 @@ One call of `train` trains one run (its output folder) as a TrainingSession that
 through numbered stages (see `_execute`): class images, models, cached inputs, LoRA and
 optimizer, resume, the loop (one step is step.py), and saving the LoRA atomically. The
 stages keep their results on the session, so checkpoints (resume.py) take it whole.
-Progress goes to a callback; a threading.Event cancels within one step. Runs under
-`accelerate launch` are data-parallel with no code of our own for it.
+Progress goes to a callback; a threading.Event cancels within one step. Under `accelerate
+launch` (or torchrun) each process draws its own data, gradients are averaged, and only the
+main process writes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from ..config import TrainConfig
 from ..core.cpu_memory import reuse_freed_memory
-from ..core.devices import auto_mixed_precision, pick_device, release_memory
+from ..core.devices import auto_mixed_precision, release_memory
 from ..core.models import load_pipeline, prediction_type
 from ..errors import TrainingError
 from ..lora.adapters import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, peft_weights
@@ -34,7 +35,16 @@ from .identifiers import identifier_of, refuse_identifier_in_class_prompt
 from .latents import LatentCache, LoadedImages, load_image_files, load_images, tokenize
 from .resume import check_resumable, restore_session, save_session, tidy_run_folder
 from .session import TrainingSession
-from .setup import Batches, apply_speedups, cast_frozen, make_optimizer, new_accelerator
+from .setup import (
+    Batches,
+    apply_speedups,
+    cast_frozen,
+    is_main_process,
+    make_lr_scheduler,
+    make_optimizer,
+    new_accelerator,
+    run_device,
+)
 from .step import training_step
 from .validation import render_validation
 
@@ -50,16 +60,6 @@ def _attach_log_file(output_dir: Path) -> logging.Handler:
     return handler
 
 
-def _run_device(requested: str | None) -> torch.device:
-    """The device of this process. Under `accelerate launch` each process gets its own GPU,
-    which PartialState selects (it must exist before any model is moved)."""
-    if requested:
-        return pick_device(requested)
-    from accelerate import PartialState
-
-    return PartialState().device
-
-
 def train(
     config: TrainConfig,
     progress: ProgressFn | None = None,
@@ -68,16 +68,19 @@ def train(
     """Run one DreamBooth LoRA training; see module docstring."""
     progress = progress or (lambda p: None)
     cancel = cancel or threading.Event()
-    device = _run_device(config.device)
+    device = run_device(config.device)
     precision = config.mixed_precision
     if precision == "auto":
         precision = auto_mixed_precision(device)
     if precision == "fp16" and device.type == "cpu":
         raise TrainingError("fp16 mixed precision needs a GPU; use bf16 or no on the CPU.")
-    tidy_run_folder(config)
+    # Only the main process writes: the others would tidy away its files, log lines twice.
+    main = is_main_process()
+    if main:
+        tidy_run_folder(config)
     # A resume that cannot work is refused before minutes of model loading.
     checkpoint = check_resumable(config) if config.resume else None
-    handler = _attach_log_file(config.output_dir)
+    handler = _attach_log_file(config.output_dir) if main else logging.NullHandler()
     try:
         log.info("run starting: %s (mixed precision %s, device %s)", config.to_dict(),
                  precision, device)
@@ -229,7 +232,6 @@ def _cache_inputs(session: TrainingSession) -> None:
 
 
 def _lora_and_optimizer(session: TrainingSession) -> None:
-    from diffusers.optimization import get_scheduler
     from diffusers.training_utils import cast_training_params
 
     s, cfg = session, session.config
@@ -250,9 +252,7 @@ def _lora_and_optimizer(session: TrainingSession) -> None:
         s.text_encoder.train()
     s.unet.train()
     optimizer = make_optimizer(params, cfg.use_8bit_adam)
-    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer,
-                                 num_warmup_steps=cfg.lr_warmup_steps,
-                                 num_training_steps=cfg.steps)
+    lr_scheduler = make_lr_scheduler(cfg, optimizer, s.accelerator.num_processes)
     models = [s.unet, s.text_encoder] if cfg.train_text_encoder else [s.unet]
     prepared = s.accelerator.prepare(*models, optimizer, lr_scheduler)
     s.unet = prepared[0]
@@ -306,7 +306,9 @@ def _finish(session: TrainingSession, steps_per_second: float) -> TrainResult:
             kohya_file = export_kohya(weights, cfg.rank, kohya_path(cfg.output_dir, info), info)
     accelerator.free_memory()
     seconds = time.monotonic() - session.start
-    message = f"Training finished in {seconds:.0f} s: LoRA saved to {lora_path}"
+    saved = (f"LoRA saved to {lora_path}" if accelerator.is_main_process else
+             f"process {accelerator.process_index} done; the main process saved the LoRA")
+    message = f"Training finished in {seconds:.0f} s: {saved}"
     session.emit("done", cfg.steps, loss=session.losses[-1], eta_seconds=0.0, message=message)
     return TrainResult("completed", cfg.output_dir, lora_path, cfg.steps, session.losses[-1],
                        seconds, session.losses, session.skipped, message, kohya_file,
