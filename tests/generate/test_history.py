@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import os
-
 from PIL import Image
 
 from dreamstudio.config import GenerateConfig
 from dreamstudio.generate.history import list_history, settings_from
-from dreamstudio.generate.png_metadata import save_png_with_parameters
-
-PARAMS = {"prompt": "a photo of sks dog", "negative_prompt": "blurry", "unet_scale": 0.7,
-          "text_encoder_scale": 0.3, "guidance": 5.0, "steps": 25, "seed": 11, "width": 64,
-          "height": 96, "sampler": "Euler a", "sampler_name": "Euler a",
-          "lora_dir": "/ws/subjects/dog/loras/run1", "model": "/m/tiny", "num_images": 1}
-
-
-def _save(folder, mtime, **changes):
-    path = save_png_with_parameters(Image.new("RGB", (8, 8)), folder, {**PARAMS, **changes})
-    os.utime(path, (mtime, mtime))
-    return path
+from tests.support.history import PARAMS, save_generated
 
 
 def test_newest_first_with_their_settings_and_foreign_files_skipped(tmp_path):
-    old = _save(tmp_path, 1_000, seed=1)
-    new = _save(tmp_path, 3_000, seed=3)
-    grid = _save(tmp_path, 2_000, seed=2, grid={
+    old = save_generated(tmp_path, 1_000, seed=1)
+    new = save_generated(tmp_path, 3_000, seed=3)
+    grid = save_generated(tmp_path, 2_000, seed=2, grid={
         "x": {"axis": "unet_scale", "label": "LoRA UNet scale", "values": [0.0, 1.0]},
         "y": None})
     Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")  # no DreamStudio parameters

@@ -7,26 +7,14 @@ import os
 
 import gradio as gr
 import pytest
-from PIL import Image
 
 from dreamstudio.generate.history import settings_from
-from dreamstudio.generate.png_metadata import save_png_with_parameters
 from dreamstudio.lora.files import WEIGHTS_NAME
 from dreamstudio.studio import Studio
 from dreamstudio.ui.generate_tab import RESTORED, GenerateHandlers, history_view
 from dreamstudio.ui.generate_widgets import build_widgets
 from dreamstudio.ui.loras import BASE_MODEL
-
-PARAMS = {"prompt": "a photo of sks dog", "negative_prompt": "blurry", "unet_scale": 0.7,
-          "text_encoder_scale": 0.3, "guidance": 5.0, "steps": 25, "seed": 11, "width": 64,
-          "height": 96, "sampler": "Euler a", "sampler_name": "Euler a",
-          "lora_dir": "/ws/subjects/dog/loras/run1", "model": "/m/tiny", "num_images": 1}
-
-
-def _save(folder, mtime, **changes):
-    path = save_png_with_parameters(Image.new("RGB", (8, 8)), folder, {**PARAMS, **changes})
-    os.utime(path, (mtime, mtime))
-    return path
+from tests.support.history import PARAMS, save_generated
 
 
 def _lora(studio: Studio, run: str, mtime: float):
@@ -49,8 +37,8 @@ def test_one_click_on_a_history_image_fills_the_controls(tab):
     studio, ui, handlers = tab
     lora = _lora(studio, "run1", 1_000)
     folder = studio.workspace.generated_dir("dog")
-    image = _save(folder, 1_000, lora_dir=str(lora))
-    grid = _save(folder, 2_000, lora_dir=str(lora), grid={
+    image = save_generated(folder, 1_000, lora_dir=str(lora))
+    grid = save_generated(folder, 2_000, lora_dir=str(lora), grid={
         "x": {"axis": "unet_scale", "label": "LoRA UNet scale", "values": [0.0, 0.5]},
         "y": {"axis": "sampler", "label": "Sampler", "values": ["DDIM", "Euler a"]}})
     gallery, files, note = history_view(studio, "dog / run1")
@@ -75,7 +63,7 @@ def test_one_click_on_a_history_image_fills_the_controls(tab):
         "unet_scale", "0, 0.5", "sampler", "DDIM, Euler a"]
     # An image of a LoRA deleted since: its settings load, the LoRA choice stays as it was.
     old = studio.workspace.run_dir("dog", "old")
-    _save(folder, 3_000, lora_dir=str(old), seed=5)
+    save_generated(folder, 3_000, lora_dir=str(old), seed=5)
     files = history_view(studio, "dog / run1")[1]
     out = click(0)
     assert out[ui.settings["seed"]] == 5
