@@ -19,7 +19,6 @@ from .core.stop_flags import StopFlags
 from .data import review as photo_review
 from .data.manifest import PhotoResult, PrepareReport, load_manifest
 from .data.prepare import prepare_subject
-from .data.uploads import Upload, add_photos
 from .errors import InputError
 from .evaluate.evaluate import EvalConfig, EvalProgress, EvalReport
 from .evaluate.evaluate import evaluate as run_evaluation
@@ -92,10 +91,6 @@ class Studio:
         return [str(self.workspace.root / locks.WORKSPACE_LOCK)]
 
     # ---- Data ---------------------------------------------------------------------------
-    def add_photos(self, subject: str, files: list[Path]) -> Upload:
-        """Copy uploaded photos into the subject's originals, skipping exact duplicates."""
-        return add_photos(self.workspace.originals_dir(subject), files)
-
     def prepare(self, subject: str, files: list[Path], config: PrepareConfig,
                 progress: Callable[[int, int, str], None] | None = None) -> PrepareReport:
         """Add `files` to the subject and (re)crop all of its photos into training images.

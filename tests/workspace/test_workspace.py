@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from dreamstudio.core.files import safe_file_name, safe_name
+from dreamstudio.data.uploads import add_photos
 from dreamstudio.errors import InputError
 from dreamstudio.studio import Studio
 from dreamstudio.workspace.layout import Workspace
@@ -70,7 +71,8 @@ def test_odd_upload_names_do_not_stop_the_others(tmp_path):
     duplicate = uploads / "again.jpg"
     duplicate.write_bytes((uploads / "plain.jpg").read_bytes())
     studio = Studio(tmp_path / "ws")
-    upload = studio.add_photos("beach", [uploads / n for n in names] + [duplicate])
+    upload = add_photos(studio.workspace.originals_dir("beach"),
+                        [uploads / n for n in names] + [duplicate])
     assert len(upload.added) == 4 and upload.duplicates == ["again.jpg"]
     for path in upload.added:
         assert path.parent == studio.workspace.originals_dir("beach") and path.is_file()
