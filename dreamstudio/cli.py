@@ -130,7 +130,7 @@ TRAIN_OPTIONS = (
 GENERATE_OPTIONS = (
     "negative_prompt", "unet_scale", "text_encoder_scale", "guidance",
     Flag("steps", type=_positive_int), "seed", Flag("num_images", type=_positive_int),
-    "height", "width", "sampler",
+    "height", "width", "sampler", "precision",
 )
 EVALUATE_OPTIONS = (
     "identifier", "class_noun", "kind", Flag("images_per_prompt", type=_positive_int),

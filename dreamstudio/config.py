@@ -19,6 +19,7 @@ from .generate.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
 from .train.identifiers import refuse_identifier_in_class_prompt
 
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
+GENERATE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CROP_MODES = ("face", "object")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 # Seeds past 2**63 overflow torch's generators; below it, the per-image and per-process
@@ -236,9 +237,19 @@ class GenerateConfig:
         metadata={"help": f"Sampler: {', '.join(SAMPLER_NAMES)} (Default: the model's own).",
                   "choices": SAMPLER_NAMES},
     )
+    precision: str = field(
+        default="auto",
+        metadata={"help": "Number format of the model while drawing: 'auto' (bf16 on CPUs "
+                          "and GPUs with bf16 units, fp16 on older GPUs, else fp32), or force "
+                          "'fp32' (full precision), 'bf16' or 'fp16'.",
+                  "choices": GENERATE_PRECISIONS},
+    )
 
     def __post_init__(self):
         self.lora_dir = as_path(self.lora_dir)
+        check(self.precision in GENERATE_PRECISIONS,
+              f"Unknown precision '{self.precision}'; choose one of "
+              f"{', '.join(GENERATE_PRECISIONS)}.")
         check(bool(self.prompt.strip()), "The prompt is empty.")
         check(self.sampler in SAMPLER_NAMES,
                f"Unknown sampler '{self.sampler}'; choose one of {', '.join(SAMPLER_NAMES)}.")

@@ -2,7 +2,9 @@
 
 The pipeline and the loaded LoRA are cached: moving the UNet / text-encoder scale, the
 guidance or the sampler and generating again only changes adapter weights or swaps the
-scheduler object, it never reloads anything.
+scheduler object, it never reloads anything. The prompt embeddings are kept too while the
+prompt, the negative prompt and the text-encoder scale stay: a UNet-scale, guidance, seed or
+sampler change runs the text encoder not at all. Only a new precision reloads the model.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from PIL import Image
 
 from ..config import GenerateConfig
 from ..core.cpu_memory import reuse_freed_memory
-from ..core.devices import inference_dtype, pick_device, release_memory
+from ..core.devices import inference_dtype, pick_device, precision_name, release_memory
 from ..core.models import load_pipeline
 from ..errors import InputError
 from ..lora.adapters import ADAPTER_NAME
@@ -27,6 +29,8 @@ from ..lora.kohya import find_kohya_file, finish_export
 from .lora_fit import describe_load_failure, quiet_diffusers
 from .png_metadata import save_png_with_parameters
 from .samplers import DEFAULT_SAMPLER, a1111_name, make_scheduler
+
+CHANNELS_LAST_DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -49,9 +53,11 @@ class Generator:
                  model_config_dir: str | None = None):
         self.model = model
         self.device = pick_device(device)
-        self.dtype = dtype or inference_dtype(self.device)
+        self._auto_dtype = dtype or inference_dtype(self.device)  # what 'auto' resolves to
+        self.dtype = self._auto_dtype
         self.model_config_dir = model_config_dir
         self._pipe = None
+        self._embeddings: tuple | None = None  # (key, prompt embeds, negative embeds)
         self._original_scheduler = None  # the model's own, to return to "Default"
         self._sampler = DEFAULT_SAMPLER
         self._lora_dir: Path | None = None
@@ -59,15 +65,31 @@ class Generator:
         self._lock = threading.Lock()
         self.model_loads = 0  # counted so tests and benchmarks can prove nothing reloads
         self.lora_loads = 0
+        self.prompt_encodes = 0
 
     @property
     def pipeline(self):
         if self._pipe is None:
             self._pipe = load_pipeline(self.model, self.device, self.dtype, self.model_config_dir)
+            if self.device.type in CHANNELS_LAST_DEVICES:
+                # oneDNN's and cuDNN's convolutions run faster on NHWC: -10% UNet time,
+                # -11% VAE decode in bf16 on a 2-core CPU (bench/generation.py).
+                self._pipe.unet.to(memory_format=torch.channels_last)
+                self._pipe.vae.to(memory_format=torch.channels_last)
             self._original_scheduler = self._pipe.scheduler
             self._sampler = DEFAULT_SAMPLER
             self.model_loads += 1
         return self._pipe
+
+    def dtype_for(self, precision: str) -> torch.dtype:
+        """The dtype a config's precision draws in on this generator's device."""
+        return self._auto_dtype if precision == "auto" else inference_dtype(self.device, precision)
+
+    def _activate_dtype(self, dtype: torch.dtype) -> None:
+        if dtype != self.dtype:
+            # Casting back up would keep the rounding of the lower precision: reload.
+            self._drop()
+            self.dtype = dtype
 
     @property
     def sampler_name(self) -> str:
@@ -98,6 +120,7 @@ class Generator:
                     "Train one first, or pick another folder."
                 )
         if lora_dir != self._lora_dir:
+            self._embeddings = None
             if self._lora_dir is not None:
                 pipe.unload_lora_weights()
                 self._lora_dir = None
@@ -125,8 +148,23 @@ class Generator:
                 self._weights = weights
 
     def _activate(self, config: GenerateConfig) -> None:
+        self._activate_dtype(self.dtype_for(config.precision))
         self._activate_lora(config.lora_dir, config.unet_scale, config.text_encoder_scale)
         self._activate_sampler(config.sampler)
+
+    def _prompt_embeddings(self, config: GenerateConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prompt, negative prompt) embeddings of one image, kept until the prompt, the
+        negative prompt or the text-encoder LoRA (its folder or scale) changes."""
+        te_scale = (self._weights or {}).get("text_encoder")
+        key = (config.prompt, config.negative_prompt, self._lora_dir, te_scale, self.lora_loads)
+        if self._embeddings is None or self._embeddings[0] != key:
+            with torch.no_grad():
+                # The pipeline's own encoder, so the pixels equal a plain pipeline call's.
+                embeds, negative = self.pipeline.encode_prompt(
+                    config.prompt, self.device, 1, True, config.negative_prompt or None)
+            self._embeddings = (key, embeds, negative)
+            self.prompt_encodes += 1
+        return self._embeddings[1], self._embeddings[2]
 
     def load_for(self, config: GenerateConfig) -> None:
         """Load what `config` needs and set its LoRA scales and sampler, without drawing:
@@ -161,11 +199,12 @@ class Generator:
 
             seeds = [config.seed + i for i in range(config.num_images)]
             generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+            embeds, negative = self._prompt_embeddings(config)
             with reuse_freed_memory(self.device):
                 images = pipe(
-                    [config.prompt] * config.num_images,
-                    negative_prompt=[config.negative_prompt] * config.num_images
-                    if config.negative_prompt else None,
+                    prompt_embeds=embeds,
+                    negative_prompt_embeds=negative,
+                    num_images_per_prompt=config.num_images,
                     num_inference_steps=config.steps,
                     guidance_scale=config.guidance,
                     height=config.height,
@@ -188,7 +227,8 @@ class Generator:
                          sampler_name: str) -> dict:
         """What a PNG of this generator stores: the config plus what it resolved to."""
         params = {**config.to_dict(), "seed": seed, "num_images": 1, "model": self.model,
-                  "width": size[0], "height": size[1], "sampler_name": sampler_name}
+                  "width": size[0], "height": size[1], "sampler_name": sampler_name,
+                  "precision": precision_name(self.dtype_for(config.precision))}
         if config.lora_dir is not None:
             params["lora_name"] = lora_file_name(config.lora_dir)
         return params
@@ -196,12 +236,16 @@ class Generator:
     def unload(self) -> None:
         """Drop the pipeline (e.g. before training on a small GPU)."""
         with self._lock:
-            self._pipe = None
-            self._original_scheduler = None
-            self._sampler = DEFAULT_SAMPLER
-            self._lora_dir = None
-            self._weights = None
-            release_memory()
+            self._drop()
+
+    def _drop(self) -> None:
+        self._pipe = None
+        self._original_scheduler = None
+        self._sampler = DEFAULT_SAMPLER
+        self._lora_dir = None
+        self._weights = None
+        self._embeddings = None
+        release_memory()
 
 
 def timestamp() -> str:

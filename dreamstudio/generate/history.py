@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import GenerateConfig
+from ..config import GENERATE_PRECISIONS, GenerateConfig
 from .png_metadata import read_parameters
 from .samplers import choice_for
 
@@ -92,6 +92,8 @@ def settings_from(params: dict) -> dict:
         "height": int(params.get("height") or 0),
         "width": int(params.get("width") or 0),
         "sampler": choice_for(params.get("sampler")),
+        "precision": params["precision"] if params.get("precision") in GENERATE_PRECISIONS
+        else _DEFAULTS["precision"],
         "lora_dir": params.get("lora_dir") or None,
     }
     grid = params.get("grid") or {}

@@ -73,6 +73,7 @@ def a1111_parameters(params: dict) -> str:
         ("Seed", params.get("seed")),
         ("Size", f"{params.get('width')}x{params.get('height')}"),
         ("Model", model_name(params.get("model"))),
+        ("Precision", params.get("precision")),
     ]
     if lora:
         fields += [

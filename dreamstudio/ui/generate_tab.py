@@ -35,7 +35,7 @@ from .loras import BASE_MODEL
 RUN_KIND = "generate"  # the Studio's stop flag shared by Generate and Make grid
 # Controls a history click fills (GenerateConfig names; the LoRA and grid axes besides).
 RESTORED = ("prompt", "negative_prompt", "unet_scale", "text_encoder_scale", "guidance",
-            "steps", "seed", "height", "width", "sampler")
+            "steps", "seed", "height", "width", "sampler", "precision")
 
 
 @dataclass
@@ -93,6 +93,7 @@ class GenerateHandlers:
             num_images=int(v.get("num_images") or 1),
             height=int(v["height"] or 0) or None, width=int(v["width"] or 0) or None,
             sampler=v.get("sampler") or default_of(GenerateConfig, "sampler"),
+            precision=v.get("precision") or default_of(GenerateConfig, "precision"),
         )
         return config, entry
 

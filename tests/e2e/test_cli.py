@@ -113,7 +113,7 @@ FLAGS = {
              "--resume --validation-prompt --validation-every --no-kohya --name --device",
     "generate": "--model --model-config --lora --prompt --output --negative-prompt "
                 "--unet-scale --text-encoder-scale --guidance --steps --seed --num-images "
-                "--height --width --sampler --grid-x --grid-x-values --grid-y --grid-y-values "
+                "--height --width --sampler --precision --grid-x --grid-x-values --grid-y --grid-y-values "
                 "--device",
     "evaluate": "--model --model-config --lora --real-dir --output --identifier --class-noun "
                 "--kind --images-per-prompt --num-prompts --steps --guidance --seed "

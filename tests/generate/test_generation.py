@@ -165,6 +165,7 @@ def _a1111_fields(text: str) -> tuple[str, str, dict]:
 
 
 def test_png_parameters_are_complete_for_a1111_and_image_sites(generator, lora_dir, tmp_path):
+    from dreamstudio.core.devices import precision_name
     from dreamstudio.generate.generator import lora_file_name
     from tests.support.png import read_a1111_parameters
 
@@ -182,6 +183,7 @@ def test_png_parameters_are_complete_for_a1111_and_image_sites(generator, lora_d
         "Steps": "3", "Sampler": "DPM++ 2M Karras", "CFG scale": "5.0", "Seed": "11",
         "Size": "64x64", "Model": generator.model.rstrip("/").split("/")[-1], "LoRA": name,
         "LoRA UNet scale": "0.7", "LoRA text encoder scale": "0.3", "Generator": "DreamStudio",
+        "Precision": precision_name(generator.dtype),
     }
     params = read_parameters(result.path)
     assert params["sampler"] == "DPM++ 2M Karras" and params["lora_name"] == name
@@ -192,17 +194,21 @@ def test_png_parameters_are_complete_for_a1111_and_image_sites(generator, lora_d
     assert "LoRA" not in fields and "<lora:" not in prompt
 
 
-def test_same_image_as_a_plain_diffusers_call(generator, tiny_model, lora_dir):
-    """What the app draws is exactly what diffusers draws with the same settings."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_same_image_as_a_plain_diffusers_call(generator, tiny_model, lora_dir, precision):
+    """What the app draws is exactly what diffusers draws with the same settings, in full
+    precision and in bf16 (kept prompt embeddings, channels-last and all)."""
     import torch
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     config = GenerateConfig(prompt=PROMPT, negative_prompt="blurry", steps=3, seed=5,
                             height=64, width=64, lora_dir=lora_dir, unet_scale=0.7,
-                            text_encoder_scale=0.3, guidance=6.0, sampler="DPM++ 2M Karras")
+                            text_encoder_scale=0.3, guidance=6.0, sampler="DPM++ 2M Karras",
+                            precision=precision)
     ours = generator.generate(config)[0].image
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
     pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model), safety_checker=None,
-                                                   requires_safety_checker=False)
+                                                   requires_safety_checker=False, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     pipe.load_lora_weights(str(lora_dir), adapter_name="subject")
     pipe.set_adapters("subject", adapter_weights={"unet": 0.7, "text_encoder": 0.3})
@@ -211,7 +217,12 @@ def test_same_image_as_a_plain_diffusers_call(generator, tiny_model, lora_dir):
     theirs = pipe(PROMPT, negative_prompt="blurry", num_inference_steps=3, guidance_scale=6.0,
                   height=64, width=64,
                   generator=torch.Generator("cpu").manual_seed(5)).images[0]
-    assert np.array_equal(_pixels(ours), _pixels(theirs))
+    if precision == "fp32":
+        assert np.array_equal(_pixels(ours), _pixels(theirs))
+    else:
+        # Channels-last picks other bf16 convolution kernels: the same image, rounded apart.
+        difference = np.abs(_pixels(ours) - _pixels(theirs))
+        assert difference.max() <= 8 and difference.mean() < 1.0
 
 
 def test_a_stopped_generation_saves_nothing(generator, tmp_path):
@@ -306,3 +317,78 @@ def test_switching_loras_keeps_the_requested_scales(generator, lora_dir, tmp_pat
     other = _image(generator, lora_dir=copy, unet_scale=0.5, text_encoder_scale=0.5)
     assert generator.lora_loads == loads + 1
     assert np.array_equal(first, other)
+
+
+def test_a_slider_change_keeps_the_prompt_embeddings(tiny_model, lora_dir):
+    """UNet scale, guidance and sampler reuse the kept embeddings; the prompt, the
+    negative prompt and the text-encoder scale encode again; a kept embedding draws what a
+    fresh generator draws."""
+    generator = Generator(str(tiny_model), device="cpu")
+    base = {"lora_dir": lora_dir, "unet_scale": 1.0, "text_encoder_scale": 1.0}
+    _image(generator, **base)
+    assert generator.prompt_encodes == 1
+    for change in [{"unet_scale": 0.4}, {"guidance": 3.0},
+                   {"sampler": "Euler a"}]:
+        kept = _image(generator, **{**base, **change})
+        assert generator.prompt_encodes == 1, change
+    assert np.array_equal(kept, _image(Generator(str(tiny_model), device="cpu"),
+                                       **{**base, "sampler": "Euler a"}))
+    encodes = 1
+    for change in [{"text_encoder_scale": 0.5}, {"negative_prompt": "blurry"},
+                   {"text_encoder_scale": 0.0}]:
+        base = {**base, **change}
+        fresh = _image(Generator(str(tiny_model), device="cpu"), **base)
+        assert np.array_equal(_image(generator, **base), fresh), change
+        encodes += 1
+        assert generator.prompt_encodes == encodes, change
+    config = GenerateConfig(prompt="a photo of sks dog in snow", steps=2, height=64, width=64,
+                            **base)
+    generator.generate(config)
+    assert generator.prompt_encodes == encodes + 1
+
+
+def test_precision_auto_takes_bf16_where_the_cpu_has_it_and_fp32_can_be_forced(tiny_model):
+    import torch
+
+    from dreamstudio.core.devices import cpu_has_bf16
+
+    generator = Generator(str(tiny_model), device="cpu")
+    expected = torch.bfloat16 if cpu_has_bf16() else torch.float32
+    assert generator.dtype_for("auto") == expected
+    auto = _image(generator)
+    assert generator.pipeline.unet.dtype == expected
+    full = _image(generator, precision="fp32")
+    assert generator.pipeline.unet.dtype == torch.float32
+    assert generator.model_loads == (2 if expected != torch.float32 else 1)
+    bf16 = _image(generator, precision="bf16")
+    assert generator.pipeline.unet.dtype == torch.bfloat16
+    assert not np.array_equal(full, bf16)  # a forced precision really draws in it
+    difference = np.abs(full - bf16)
+    assert difference.mean() < 4  # the same picture, rounded apart
+    if expected == torch.bfloat16:
+        assert np.array_equal(auto, bf16)
+
+
+def test_fp16_on_the_cpu_is_refused_with_what_to_use():
+    with pytest.raises(InputError, match="fp16 generation needs a GPU.*bf16"):
+        Generator("unused", device="cpu").dtype_for("fp16")
+    with pytest.raises(InputError, match="Unknown precision 'half'"):
+        GenerateConfig(prompt=PROMPT, precision="half")
+
+
+def test_the_png_records_the_precision_it_was_drawn_in(tiny_model, tmp_path):
+    from dreamstudio.generate.history import settings_from
+    from tests.support.png import read_a1111_parameters
+
+    generator = Generator(str(tiny_model), device="cpu")
+    config = GenerateConfig(prompt=PROMPT, steps=2, height=64, width=64, precision="fp32")
+    [result] = generator.generate(config, tmp_path)
+    params = read_parameters(result.path)
+    assert params["precision"] == "fp32"
+    assert _a1111_fields(read_a1111_parameters(result.path))[2]["Precision"] == "fp32"
+    assert settings_from(params)["precision"] == "fp32"
+    [auto] = generator.generate(GenerateConfig(prompt=PROMPT, steps=2, height=64, width=64),
+                                tmp_path)
+    from dreamstudio.core.devices import precision_name
+
+    assert read_parameters(auto.path)["precision"] == precision_name(generator.dtype_for("auto"))
