@@ -1,15 +1,16 @@
 """Generation benchmark: `python -m bench.generation --model DIR [--lora DIR] ...`.
 
-Prints figures and writes JSON (--json): the time for one image, the time from a slider
-change (a new UNet / text-encoder LoRA scale; the guidance when no LoRA is given) to the
-next image, and the same two with a plain diffusers StableDiffusionPipeline call of the
-same settings (same seed, same scheduler, the LoRA loaded with load_lora_weights and its
-scales set with set_adapters). It also reports the model and LoRA load counters (a slider
-change must load nothing) and whether both paths drew the very same pixels.
+Prints figures and writes JSON (--json): the time from a slider change (a new UNet /
+text-encoder LoRA scale; the guidance when no LoRA is given) to the finished image, for
+DreamStudio (its 'auto' precision, previews at their default cadence) and for a plain
+diffusers StableDiffusionPipeline call of the same settings (same seed and scheduler, the
+LoRA loaded with load_lora_weights and its scales set with set_adapters), once in
+diffusers' default precision (fp32) and once in DreamStudio's precision. It also reports
+how far DreamStudio's image is from the fp32 one (PSNR, largest pixel difference), the cost
+of the previews, and the load counters (a slider change must load nothing).
 
-The two paths run alternately, image for image, so a machine that gets busier or quieter
-during the run affects both alike. Figures are medians and bests (minimum) over --repeats;
-on a machine shared with other work the best is the steadier measure of the code's cost.
+The sides take turns, image for image, so a machine that gets busier or quieter during the
+run affects all alike. Figures are medians and bests (minimum) over --repeats.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from dreamstudio.config import GenerateConfig
+from dreamstudio.core.devices import precision_name
 from dreamstudio.generate.generator import Generator
 from dreamstudio.generate.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, make_scheduler
 from dreamstudio.lora.adapters import ADAPTER_NAME
@@ -88,6 +90,23 @@ def _changes(config: GenerateConfig, repeats: int) -> list[GenerateConfig]:
             for u, t in (SCALES[i % len(SCALES)] for i in range(repeats))]
 
 
+def image_difference(image, reference) -> dict:
+    """PSNR (dB) and the largest per-channel difference of two 8-bit images."""
+    a = np.asarray(image).astype(np.float64)
+    b = np.asarray(reference).astype(np.float64)
+    mse = float(np.mean((a - b) ** 2))
+    psnr = float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+    return {"psnr_db": round(psnr, 2) if mse else None, "identical": mse == 0,
+            "max_pixel_difference": int(np.abs(a - b).max()),
+            "mean_pixel_difference": round(float(np.abs(a - b).mean()), 3)}
+
+
+def _figures(runs: list[float]) -> dict:
+    return {"slider_change_to_image_s": round(statistics.median(runs), 4),
+            "slider_change_to_image_best_s": round(min(runs), 4),
+            "slider_runs_s": [round(v, 4) for v in runs]}
+
+
 def run_benchmark(model: str, lora: Path | None = None, steps: int = 20,
                   height: int | None = None, width: int | None = None,
                   sampler: str = DEFAULT_SAMPLER, repeats: int = 3, device: str | None = None,
@@ -95,7 +114,7 @@ def run_benchmark(model: str, lora: Path | None = None, steps: int = 20,
     config = GenerateConfig(prompt=prompt, lora_dir=lora, steps=steps, height=height,
                             width=width, sampler=sampler, seed=0)
     generator = Generator(model, device=device)
-    dev = generator.device
+    dev, dtype = generator.device, generator.dtype_for(config.precision)
 
     from diffusers import StableDiffusionPipeline  # noqa: F401 - imports outside the timings
     from transformers import CLIPTextModel  # noqa: F401
@@ -103,65 +122,60 @@ def run_benchmark(model: str, lora: Path | None = None, steps: int = 20,
     if lora is not None:
         import peft  # noqa: F401 - the first LoRA load would otherwise pay for this import
 
+    warm_up = dataclasses.replace(config, steps=2)
     model_s, _ = _timed(lambda: generator.pipeline, dev)
-    first_s, _ = _timed(lambda: generator.generate(config), dev)  # loads the LoRA too
-    load_s, plain = _timed(lambda: PlainDiffusers(model, config.lora_dir, sampler, dev,
-                                                  generator.dtype), dev)
-    plain.image(config)  # warm-up, as our first image was
+    first_s, _ = _timed(lambda: generator.generate(warm_up), dev)  # loads the LoRA too
+    # diffusers loads in fp32 unless told otherwise: its default precision everywhere.
+    plain = {"fp32": PlainDiffusers(model, lora, sampler, dev, torch.float32)}
+    if dtype != torch.float32:
+        plain["same"] = PlainDiffusers(model, lora, sampler, dev, dtype)
+    for side in plain.values():
+        side.image(warm_up)
     loads_before = (generator.model_loads, generator.lora_loads)
+    encodes_before = generator.prompt_encodes
 
-    ours_one, theirs_one, ours_slider, theirs_slider = [], [], [], []
-    same_pixels = True
+    runs: dict[str, list[float]] = {"ours": [], **{k: [] for k in plain}}
+    last: dict = {}
     for change in _changes(config, repeats):
-        seconds, ours = _timed(lambda: generator.generate(config)[0].image, dev)
-        ours_one.append(seconds)
-        seconds, theirs = _timed(lambda: plain.image(config), dev)
-        theirs_one.append(seconds)
-        same_pixels &= np.array_equal(np.asarray(ours), np.asarray(theirs))
-        ours_slider.append(_timed(lambda c=change: generator.generate(c), dev)[0])
-        theirs_slider.append(_timed(lambda c=change: plain.image(c), dev)[0])
+        seconds, [result] = _timed(lambda c=change: generator.generate(c), dev)
+        runs["ours"].append(seconds)
+        last["ours"] = result.image
+        for name, side in plain.items():
+            seconds, last[name] = _timed(lambda c=change, s=side: s.image(c), dev)
+            runs[name].append(seconds)
     loads_after = (generator.model_loads, generator.lora_loads)
-    overhead = _overhead_ms(generator, plain, config)
+    overhead = _overhead_ms(generator, plain["fp32"], config)
 
-    def median(values):
-        return round(statistics.median(values), 4)
-
-    ours = {"model_load_s": round(model_s, 3), "first_image_s": round(first_s, 3),
-            "one_image_s": median(ours_one),
-            "slider_change_to_image_s": median(ours_slider),
-            "one_image_best_s": round(min(ours_one), 4),
-            "slider_change_to_image_best_s": round(min(ours_slider), 4),
-            "one_image_runs_s": [round(v, 4) for v in ours_one],
-            "slider_runs_s": [round(v, 4) for v in ours_slider],
+    ours = {**_figures(runs["ours"]), "model_load_s": round(model_s, 3),
+            "first_image_2_steps_s": round(first_s, 3),
             "model_loads": loads_after[0], "lora_loads": loads_after[1],
             "loads_during_slider_changes": [a - b for a, b in zip(loads_after, loads_before,
-                                                                  strict=True)]}
-    theirs = {"load_s": round(load_s, 3), "one_image_s": median(theirs_one),
-              "slider_change_to_image_s": median(theirs_slider),
-              "one_image_best_s": round(min(theirs_one), 4),
-              "slider_change_to_image_best_s": round(min(theirs_slider), 4),
-              "one_image_runs_s": [round(v, 4) for v in theirs_one],
-              "slider_runs_s": [round(v, 4) for v in theirs_slider]}
-    image = generator.generate(config)[0].image
-    return {
+                                                                  strict=True)],
+            "prompt_encodes_during_slider_changes": generator.prompt_encodes - encodes_before}
+    report = {
         "model": model, "lora": str(lora) if lora else None, "device": str(dev),
-        "dtype": str(generator.dtype).replace("torch.", ""), "steps": steps,
-        "size": f"{image.width}x{image.height}", "sampler": sampler,
+        "dtype": precision_name(dtype), "steps": steps,
+        "size": f"{last['ours'].width}x{last['ours'].height}", "sampler": sampler,
         "sampler_name": generator.sampler_name, "repeats": repeats,
         "slider": "unet/text-encoder LoRA scale" if lora else "guidance",
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
         "platform": platform.platform(), "torch": torch.__version__,
-        "dreamstudio": ours, "diffusers": theirs,
-        "ratio_one_image": round(ours["one_image_s"] / theirs["one_image_s"], 3),
-        "ratio_slider_change": round(ours["slider_change_to_image_s"]
-                                     / theirs["slider_change_to_image_s"], 3),
-        "ratio_one_image_best": round(ours["one_image_best_s"] / theirs["one_image_best_s"], 3),
-        "ratio_slider_change_best": round(ours["slider_change_to_image_best_s"]
-                                          / theirs["slider_change_to_image_best_s"], 3),
-        "identical_pixels": bool(same_pixels),
+        "dreamstudio": ours, "diffusers_fp32": _figures(runs["fp32"]),
         "overhead_ms": overhead,
+        "image_vs_fp32": image_difference(last["ours"], last["fp32"]),
     }
+    report["speedup_vs_diffusers_default"] = round(
+        report["diffusers_fp32"]["slider_change_to_image_s"]
+        / ours["slider_change_to_image_s"], 3)
+    if "same" in plain:
+        report["diffusers_same_precision"] = _figures(runs["same"])
+        report["speedup_vs_diffusers_same_precision"] = round(
+            report["diffusers_same_precision"]["slider_change_to_image_s"]
+            / ours["slider_change_to_image_s"], 3)
+        report["image_vs_diffusers_same_precision"] = image_difference(last["ours"],
+                                                                       last["same"])
+    return report
 
 
 def _overhead_ms(generator: Generator, plain: PlainDiffusers, config: GenerateConfig,
@@ -187,26 +201,27 @@ def _overhead_ms(generator: Generator, plain: PlainDiffusers, config: GenerateCo
 
 
 def format_report(r: dict) -> str:
-    d, p = r["dreamstudio"], r["diffusers"]
+    d = r["dreamstudio"]
     moved = d["loads_during_slider_changes"]
+    sides = [("DreamStudio (" + r["dtype"] + ")", d),
+             ("diffusers, fp32 (its default)", r["diffusers_fp32"])]
+    if "diffusers_same_precision" in r:
+        sides.append((f"diffusers, {r['dtype']}", r["diffusers_same_precision"]))
     lines = [
-        (f"{r['model']} + {r['lora'] or 'no LoRA'} on {r['device']} ({r['dtype']}), "
-         f"{r['size']}, {r['steps']} steps, sampler {r['sampler_name']}, "
-         f"{r['repeats']} runs each"),
-        f"{'':34}{'DreamStudio':>12}{'diffusers':>12}{'ratio':>8}",
-        (f"{'one image, median (s)':34}{d['one_image_s']:>12.3f}{p['one_image_s']:>12.3f}"
-         f"{r['ratio_one_image']:>8.3f}"),
-        (f"{'one image, best (s)':34}{d['one_image_best_s']:>12.3f}"
-         f"{p['one_image_best_s']:>12.3f}{r['ratio_one_image_best']:>8.3f}"),
-        (f"{'slider change -> image, median':34}{d['slider_change_to_image_s']:>12.3f}"
-         f"{p['slider_change_to_image_s']:>12.3f}{r['ratio_slider_change']:>8.3f}"),
-        (f"{'slider change -> image, best':34}{d['slider_change_to_image_best_s']:>12.3f}"
-         f"{p['slider_change_to_image_best_s']:>12.3f}{r['ratio_slider_change_best']:>8.3f}"),
-        (f"model load: {d['model_load_s']:.2f} s (plain diffusers, with its LoRA: "
-         f"{p['load_s']:.2f} s); first image (with the LoRA load): {d['first_image_s']:.2f} s"),
-        (f"loads after all runs: model {d['model_loads']}, LoRA {d['lora_loads']} (during "
-         f"slider changes: +{moved[0]} model, +{moved[1]} LoRA); same pixels as diffusers: "
-         f"{r['identical_pixels']}"),
+        (f"{r['model']} + {r['lora'] or 'no LoRA'} on {r['device']}, {r['size']}, "
+         f"{r['steps']} steps, sampler {r['sampler_name']}, {r['repeats']} slider changes each"),
+        f"{'slider change -> image':34}{'median s':>10}{'best s':>10}",
+        *(f"{name:34}{f['slider_change_to_image_s']:>10.2f}"
+          f"{f['slider_change_to_image_best_s']:>10.2f}" for name, f in sides),
+        f"speed-up vs diffusers' default: {r['speedup_vs_diffusers_default']:.2f}x"
+        + (f"; vs diffusers in {r['dtype']}: {r['speedup_vs_diffusers_same_precision']:.2f}x"
+           if "speedup_vs_diffusers_same_precision" in r else ""),
+        (f"image vs the fp32 one: PSNR {r['image_vs_fp32']['psnr_db']} dB, largest pixel "
+         f"difference {r['image_vs_fp32']['max_pixel_difference']} of 255"),
+        (f"model load: {d['model_load_s']:.2f} s; first image (2 steps, with the LoRA load): "
+         f"{d['first_image_2_steps_s']:.2f} s"),
+        (f"loads during slider changes: +{moved[0]} model, +{moved[1]} LoRA; prompt "
+         f"encodes: {d['prompt_encodes_during_slider_changes']}"),
         "bookkeeping per image beyond the pipeline call (ms): " + ", ".join(
             f"{k} {v:g}" for k, v in r["overhead_ms"].items()),
     ]
