@@ -92,6 +92,11 @@ def _settings(studio: Studio) -> dict[str, gr.components.Component]:
     with gr.Row():
         w["height"] = _size_slider("Height", native)
         w["width"] = _size_slider("Width", native)
+    w["preview_every"] = gr.Slider(
+        0, 50, value=_default("preview_every"), step=1, label="Preview every (steps)",
+        info="Show the picture forming every N steps; 0 = only the finished picture. "
+             "Previews cost next to nothing and never change the picture.",
+    )
     return w
 
 
