@@ -5,7 +5,8 @@ change (a new UNet / text-encoder LoRA scale; the guidance when no LoRA is given
 next image, and the same two with a plain diffusers StableDiffusionPipeline call of the
 same settings (same seed, same scheduler, the LoRA loaded with load_lora_weights and its
 scales set with set_adapters). It also reports the model and LoRA load counters (a slider
-change must load nothing) and whether both paths drew the very same pixels.
+change must load nothing) and whether both paths drew the very same pixels, and what
+previews of the image forming cost (bench/previews.py).
 
 The two paths run alternately, image for image, so a machine that gets busier or quieter
 during the run affects both alike. Figures are medians and bests (minimum) over --repeats;
@@ -31,6 +32,8 @@ from dreamstudio.config import GenerateConfig
 from dreamstudio.generate.generator import Generator
 from dreamstudio.generate.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, make_scheduler
 from dreamstudio.lora.adapters import ADAPTER_NAME
+
+from .previews import format_preview_cost, preview_cost
 
 PROMPT = "a photo of sks dog on a beach"
 # Slider positions visited in turn: every change moves at least one scale.
@@ -161,6 +164,7 @@ def run_benchmark(model: str, lora: Path | None = None, steps: int = 20,
                                           / theirs["slider_change_to_image_best_s"], 3),
         "identical_pixels": bool(same_pixels),
         "overhead_ms": overhead,
+        "previews": preview_cost(generator, config, repeats),
     }
 
 
@@ -209,6 +213,7 @@ def format_report(r: dict) -> str:
          f"{r['identical_pixels']}"),
         "bookkeeping per image beyond the pipeline call (ms): " + ", ".join(
             f"{k} {v:g}" for k, v in r["overhead_ms"].items()),
+        format_preview_cost(r["previews"]),
     ]
     return "\n".join(lines)
 
