@@ -209,3 +209,14 @@ def test_the_grid_shows_each_cell_forming_with_the_time_left(generator):
     lefts = [p.seconds_left for p in progress if p.step]
     assert lefts[0] is None and all(v is not None for v in lefts[1:])
     assert lefts[-1] == 0.0 and max(lefts[1:]) > 0
+
+
+def test_the_apps_preview_decoder_is_checked_at_start(tmp_path):
+    from dreamstudio.studio import Studio
+    from dreamstudio.ui.launch import parse_args
+
+    assert parse_args(["--preview-decoder", str(tmp_path)]).preview_decoder == tmp_path
+    with pytest.raises(InputError, match="no readable config.json"):
+        Studio(tmp_path / "ws", model="/m/tiny", preview_decoder=tmp_path)
+    folder = _tiny_decoder(tmp_path / "taesd")
+    assert Studio(tmp_path / "ws", model="/m/tiny", preview_decoder=folder).preview_decoder
