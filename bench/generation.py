@@ -34,6 +34,8 @@ from dreamstudio.generate.generator import Generator
 from dreamstudio.generate.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, make_scheduler
 from dreamstudio.lora.adapters import ADAPTER_NAME
 
+from .previews import format_preview_cost, preview_cost
+
 PROMPT = "a photo of sks dog on a beach"
 # Slider positions visited in turn: every change moves at least one scale.
 SCALES = [(0.5, 1.0), (1.0, 0.5), (0.8, 0.2), (1.2, 0.9), (0.3, 0.6), (1.0, 1.0)]
@@ -135,9 +137,14 @@ def run_benchmark(model: str, lora: Path | None = None, steps: int = 20,
     encodes_before = generator.prompt_encodes
 
     runs: dict[str, list[float]] = {"ours": [], **{k: [] for k in plain}}
+    previews: list[int] = []
+
+    def shown(pictures, step, steps):
+        previews.append(step)
     last: dict = {}
     for change in _changes(config, repeats):
-        seconds, [result] = _timed(lambda c=change: generator.generate(c), dev)
+        # With previews at the default cadence, as the Generate tab shows them.
+        seconds, [result] = _timed(lambda c=change: generator.generate(c, preview=shown), dev)
         runs["ours"].append(seconds)
         last["ours"] = result.image
         for name, side in plain.items():
@@ -164,7 +171,12 @@ def run_benchmark(model: str, lora: Path | None = None, steps: int = 20,
         "dreamstudio": ours, "diffusers_fp32": _figures(runs["fp32"]),
         "overhead_ms": overhead,
         "image_vs_fp32": image_difference(last["ours"], last["fp32"]),
+        "previews": {**preview_cost(generator, config, repeats=0),
+                     "shown_per_image": len(previews) / max(1, repeats)},
     }
+    cost = report["previews"]
+    cost["share_of_image_time"] = round(cost["one_preview_ms"] / 1000 * cost["previews_per_image"]
+                                        / ours["slider_change_to_image_s"], 5)
     report["speedup_vs_diffusers_default"] = round(
         report["diffusers_fp32"]["slider_change_to_image_s"]
         / ours["slider_change_to_image_s"], 3)
@@ -224,6 +236,7 @@ def format_report(r: dict) -> str:
          f"encodes: {d['prompt_encodes_during_slider_changes']}"),
         "bookkeeping per image beyond the pipeline call (ms): " + ", ".join(
             f"{k} {v:g}" for k, v in r["overhead_ms"].items()),
+        format_preview_cost(r["previews"]),
     ]
     return "\n".join(lines)
 

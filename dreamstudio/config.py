@@ -244,12 +244,26 @@ class GenerateConfig:
                           "'fp32' (full precision), 'bf16' or 'fp16'.",
                   "choices": GENERATE_PRECISIONS},
     )
+    # What is shown while drawing, not how the image is made: left out of to_dict (the
+    # PNG's parameters), since the same image comes out with any of these.
+    preview_every: int = field(
+        default=5,
+        metadata={"help": "Show the image forming every N sampler steps (0 = no previews).",
+                  "display_only": True},
+    )
+    preview_decoder: Path | None = field(
+        default=None,
+        metadata={"help": "Folder of a small preview decoder (diffusers AutoencoderTiny, "
+                          "e.g. TAESD) for sharper previews; default: a colour approximation.",
+                  "display_only": True},
+    )
 
     def __post_init__(self):
         self.lora_dir = as_path(self.lora_dir)
         check(self.precision in GENERATE_PRECISIONS,
               f"Unknown precision '{self.precision}'; choose one of "
               f"{', '.join(GENERATE_PRECISIONS)}.")
+        self.preview_decoder = as_path(self.preview_decoder)
         check(bool(self.prompt.strip()), "The prompt is empty.")
         check(self.sampler in SAMPLER_NAMES,
                f"Unknown sampler '{self.sampler}'; choose one of {', '.join(SAMPLER_NAMES)}.")
@@ -264,10 +278,19 @@ class GenerateConfig:
             value = getattr(self, name)
             check(value is None or (64 <= value <= 2048 and value % 8 == 0),
                    f"{name} must be a multiple of 8 between 64 and 2048 (got {value}).")
+        check(0 <= self.preview_every <= 200,
+              f"preview cadence must be 0-200 steps (got {self.preview_every}); 0 turns "
+              "previews off.")
+        check(self.preview_decoder is None or self.preview_decoder.is_dir(),
+              f"Preview decoder {self.preview_decoder} is not a folder: give the folder of "
+              "a diffusers AutoencoderTiny (e.g. TAESD), or leave it empty.")
 
     def to_dict(self) -> dict:
+        """The settings that make the image (what a PNG records)."""
+        shown = {f.name for f in dataclasses.fields(self) if f.metadata.get("display_only")}
         data = dataclasses.asdict(self)
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()
+                if k not in shown}
 
 
 @dataclass

@@ -25,6 +25,7 @@ from .evaluate.evaluate import evaluate as run_evaluation
 from .evaluate.metrics import PAPER_REFERENCE
 from .evaluate.report import CSV_NAME, JSON_NAME
 from .evaluate.scorers import ScorerCache
+from .generate.eta import StepClock
 from .generate.generator import GeneratedImage, Generator, timestamp
 from .generate.grid import (
     AXES,
@@ -38,6 +39,7 @@ from .generate.grid import (
 )
 from .generate.history import HistoryItem, list_history, settings_from
 from .generate.png_metadata import a1111_parameters
+from .generate.previews import PreviewFn, check_decoder_folder
 from .generate.samplers import SAMPLER_NAMES
 from .train.class_gallery import ClassImageSet, add_class_images, list_class_images
 from .train.class_images import planned_recipe
@@ -65,9 +67,13 @@ from .workspace.runs import (
 
 class Studio:
     def __init__(self, workspace: Path, model: str = DEFAULT_MODEL, device: str | None = None,
-                 model_config_dir: str | None = None, scorer_models: dict | None = None):
+                 model_config_dir: str | None = None, scorer_models: dict | None = None,
+                 preview_decoder: Path | None = None):
         if device:
             pick_device(device)  # a device that is not there is refused now, not on first use
+        if preview_decoder is not None:
+            check_decoder_folder(Path(preview_decoder).expanduser())  # refused now, too
+        self.preview_decoder = preview_decoder  # what the app's previews are decoded with
         self.workspace = Workspace(workspace)
         self.scorer_models = dict(scorer_models or {})  # offered besides EvalConfig's defaults
         self.model = model
@@ -257,18 +263,20 @@ class Studio:
 
     def generate(self, config: GenerateConfig, subject: str | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 cancel: threading.Event | None = None) -> list[GeneratedImage]:
+                 cancel: threading.Event | None = None,
+                 preview: PreviewFn | None = None) -> list[GeneratedImage]:
         self._refuse_outside(config.lora_dir)
         return self.generator.generate(config, self.workspace.generated_dir(subject),
-                                       progress=progress, cancel=cancel)
+                                       progress=progress, cancel=cancel, preview=preview)
 
     def generate_grid(self, config: GridConfig, subject: str | None = None,
                       progress: Callable[[GridProgress], None] | None = None,
-                      cancel: threading.Event | None = None) -> GridResult:
+                      cancel: threading.Event | None = None,
+                      preview: PreviewFn | None = None) -> GridResult:
         """An X/Y grid on the cached generator, saved (with its axes) beside the images."""
         self._refuse_outside(config.base.lora_dir)
         return run_grid(self.generator, config, self.workspace.generated_dir(subject),
-                        progress=progress, cancel=cancel)
+                        progress=progress, cancel=cancel, preview=preview)
 
     def _refuse_outside(self, lora_dir: Path | None) -> None:
         # The app serves only the workspace: a LoRA from elsewhere is not the app's to load.
@@ -338,6 +346,6 @@ __all__ = [
     "PRESETS", "SAMPLER_NAMES", "ClassImageSet", "EvalConfig", "EvalProgress", "EvalReport",
     "GridAxis", "GridConfig", "GridProgress", "GridResult", "HistoryItem", "IdentifierCheck",
     "JobStatus", "LoraEntry", "LoraFacts", "PhotoResult", "PrepareConfig", "PrepareReport",
-    "RunInfo", "Studio", "a1111_parameters", "class_noun_of", "compose_prompts",
+    "RunInfo", "StepClock", "Studio", "a1111_parameters", "class_noun_of", "compose_prompts",
     "describe_source", "parse_template_prompt", "run_log_path", "settings_from",
 ]

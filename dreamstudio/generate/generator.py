@@ -28,6 +28,7 @@ from ..lora.files import WEIGHTS_NAME, is_lora_dir
 from ..lora.kohya import find_kohya_file, finish_export
 from .lora_fit import describe_load_failure, quiet_diffusers
 from .png_metadata import save_png_with_parameters
+from .previews import PreviewFn, is_preview_step, preview_for
 from .samplers import DEFAULT_SAMPLER, a1111_name, make_scheduler
 
 CHANNELS_LAST_DEVICES = ("cpu", "cuda")
@@ -178,23 +179,30 @@ class Generator:
         output_dir: Path | None = None,
         progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
+        preview: PreviewFn | None = None,
     ) -> list[GeneratedImage]:
         """Generate `config.num_images` images; image i uses seed `config.seed + i`.
 
         A set `cancel` stops within one sampler step; the half-denoised images are returned
-        (path None) but never saved.
+        (path None) but never saved. `preview(pictures, step, steps)` gets a cheap picture
+        of each image every `config.preview_every` steps.
         """
         with self._lock:
             self._activate(config)
             pipe = self.pipeline
             total = config.steps
+            every = config.preview_every if preview is not None else 0
+            picture = preview_for(pipe, config.preview_decoder) if every else None
 
             def on_step_end(pipeline, step, timestep, kwargs):
+                # PNDM (SD 1.x's default) runs one step more than asked: clamp the count.
+                done = min(step + 1, total)
                 if progress is not None:
-                    # PNDM (SD 1.x's default) runs one step more than asked: clamp the count.
-                    progress(min(step + 1, total), total)
+                    progress(done, total)
                 if cancel is not None and cancel.is_set():
                     pipeline._interrupt = True
+                elif picture is not None and is_preview_step(step + 1, every, total):
+                    preview(picture(kwargs["latents"]), done, total)
                 return kwargs
 
             seeds = [config.seed + i for i in range(config.num_images)]

@@ -3,16 +3,20 @@ what is missing, and record how each new one was made."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..config import TrainConfig, default_of
+from ..config import GenerateConfig, TrainConfig, default_of
 from ..core.devices import auto_mixed_precision, pick_device
 from ..core.files import atomic_write_json
 from ..core.models import describe_source
+from ..generate.eta import StepClock
+from ..generate.previews import PreviewFn, is_preview_step, preview_for
 from .class_gallery import RECORD, list_class_images, read_record
 
 # A fast multistep sampler (DPM-Solver++, ~25 steps) gives class-prior images of the same
@@ -21,6 +25,16 @@ SAMPLER = "DPM++ 2M"
 # Class images are drawn without one; recorded so that a future one counts as a difference.
 NEGATIVE_PROMPT = ""
 _PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+@dataclass
+class ClassImageProgress:
+    done: int  # usable class images so far, those already on disk included
+    total: int  # wanted
+    drawing: int = 0  # images of the batch being drawn (0 between batches)
+    step: int = 0
+    steps: int = 0
+    seconds_left: float | None = None  # None until the pace is known
 
 
 def class_image_recipe(model: str | None, class_prompt: str, resolution: int,
@@ -67,10 +81,12 @@ def generate_missing_class_images(
     seed: int = default_of(TrainConfig, "seed"),
     steps: int = default_of(TrainConfig, "class_image_steps"),
     batch_size: int = default_of(TrainConfig, "class_image_batch_size"),
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[ClassImageProgress], None] | None = None,
     cancel: threading.Event | None = None,
     autocast_dtype: torch.dtype | None = None,
     model: str | None = None,
+    preview: PreviewFn | None = None,
+    preview_every: int = default_of(GenerateConfig, "preview_every"),
 ) -> int:
     """Fill `class_dir` up to `num_images` images usable for this recipe; return how many
     new. Images made differently stay on disk (another run may want them) but do not count.
@@ -78,7 +94,8 @@ def generate_missing_class_images(
     These images usually cost more than the training itself. `autocast_dtype` (the run's
     mixed precision) halves their cost on bf16-capable CPUs and GPUs, as diffusers'
     --prior_generation_precision does. `model` names the base model in the record
-    (default: the folder or id the pipeline was loaded from).
+    (default: the folder or id the pipeline was loaded from). `progress` hears after every
+    sampler step, `preview` gets the batch forming every `preview_every` steps.
     """
     from diffusers import DPMSolverMultistepScheduler
 
@@ -93,6 +110,20 @@ def generate_missing_class_images(
     original_scheduler = pipe.scheduler
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     made = 0
+    clock = StepClock(math.ceil(missing / batch_size) * steps)
+    picture = preview_for(pipe) if preview is not None and preview_every else None
+    report = progress or (lambda p: None)
+
+    def on_step_end(pipeline, step, timestep, kwargs):
+        done = min(step + 1, steps)
+        left = clock.tick(made // batch_size * steps + done)
+        report(ClassImageProgress(have + made, num_images, n, done, steps, left))
+        if cancel is not None and cancel.is_set():
+            pipeline._interrupt = True
+        elif picture is not None and is_preview_step(step + 1, preview_every, steps):
+            preview(picture(kwargs["latents"]), done, steps)
+        return kwargs
+
     try:
         while made < missing:
             if cancel is not None and cancel.is_set():
@@ -109,7 +140,10 @@ def generate_missing_class_images(
                     height=resolution,
                     width=resolution,
                     generator=generators,
+                    callback_on_step_end=on_step_end,
                 ).images
+            if cancel is not None and cancel.is_set():
+                break  # half-denoised: not class images
             batch = {}
             for image, image_seed in zip(images, seeds, strict=True):
                 name = f"class_{first + made:04d}.png"
@@ -118,8 +152,8 @@ def generate_missing_class_images(
                 made += 1
             # Recorded batch by batch: a run cancelled half-way leaves no unknown images.
             _record(class_dir, batch)
-            if progress is not None:
-                progress(have + made, num_images)
+            report(ClassImageProgress(have + made, num_images, 0, 0, steps,
+                                      clock.seconds_left))
     finally:
         pipe.scheduler = original_scheduler
     return made

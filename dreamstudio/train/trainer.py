@@ -29,7 +29,11 @@ from ..lora.kohya import export_kohya, kohya_path
 from ..workspace.runs import run_log_path
 from .checkpoints import Checkpoint
 from .class_gallery import describe_recipe, list_class_images
-from .class_images import class_image_recipe, generate_missing_class_images
+from .class_images import (
+    ClassImageProgress,
+    class_image_recipe,
+    generate_missing_class_images,
+)
 from .events import ProgressFn, TrainProgress, TrainResult
 from .identifiers import identifier_of, refuse_identifier_in_class_prompt
 from .latents import LatentCache, LoadedImages, load_image_files, load_images, tokenize
@@ -156,8 +160,10 @@ def _class_images(session: TrainingSession) -> LoadedImages | None:
 
     cfg = session.config
 
-    def report(done: int, total: int):
-        session.emit("class_images", 0, message=f"Class images: {done}/{total}")
+    def report(p: ClassImageProgress):
+        drawing = f" · drawing {p.drawing} more, step {p.step}/{p.steps}" if p.drawing else ""
+        session.emit("class_images", 0, message=f"Class images: {p.done}/{p.total}{drawing}",
+                     eta_seconds=p.seconds_left)
 
     recipe = class_image_recipe(cfg.model, cfg.class_prompt, cfg.resolution,
                                 cfg.class_image_steps, session.weight_dtype)

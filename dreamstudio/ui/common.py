@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import operator
@@ -29,18 +30,37 @@ def guarded(message: str | Callable) -> Callable[[Callable], Callable]:
     text of the message widget among the handler's widgets (`self.ui`): the one `message`
     names ("caption"), or the one it picks (lambda ui: ui.form["class_summary"]). The
     event's other outputs stay as they were. Any other exception is logged with its
-    traceback and shown as a short gr.Error.
+    traceback and shown as a short gr.Error. A generator handler (one that streams its
+    updates) is guarded the same way, its message being its last update.
     """
     widget = message if callable(message) else operator.attrgetter(message)
 
     def decorate(fn: Callable) -> Callable:
+        def shown(self, exc: DreamStudioError) -> dict:
+            gr.Warning(str(exc))
+            return {widget(self.ui): f"⚠️ {exc}"}
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def streaming(self, *args, **kwargs):
+                try:
+                    yield from fn(self, *args, **kwargs)
+                except DreamStudioError as exc:
+                    yield shown(self, exc)
+                except gr.Error:
+                    raise
+                except Exception as exc:  # the app must survive any handler failure
+                    log.exception("%s failed", fn.__name__)
+                    raise gr.Error(short_error(exc)) from None
+
+            return streaming
+
         @functools.wraps(fn)
         def wrapper(self, *args, **kwargs):
             try:
                 return fn(self, *args, **kwargs)
             except DreamStudioError as exc:
-                gr.Warning(str(exc))
-                return {widget(self.ui): f"⚠️ {exc}"}
+                return shown(self, exc)
             except gr.Error:
                 raise
             except Exception as exc:  # the app must survive any handler failure

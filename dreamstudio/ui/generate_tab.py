@@ -22,6 +22,7 @@ from ..studio import (
     GridProgress,
     HistoryItem,
     LoraEntry,
+    StepClock,
     Studio,
     a1111_parameters,
     settings_from,
@@ -31,6 +32,7 @@ from . import loras
 from .common import guarded
 from .generate_widgets import GenerateWidgets, build_widgets
 from .loras import BASE_MODEL
+from .streaming import UpdateStream
 
 RUN_KIND = "generate"  # the Studio's stop flag shared by Generate and Make grid
 # Controls a history click fills (GenerateConfig names; the LoRA and grid axes besides).
@@ -94,50 +96,68 @@ class GenerateHandlers:
             height=int(v["height"] or 0) or None, width=int(v["width"] or 0) or None,
             sampler=v.get("sampler") or default_of(GenerateConfig, "sampler"),
             precision=v.get("precision") or default_of(GenerateConfig, "precision"),
+            preview_every=int(v.get("preview_every", default_of(GenerateConfig,
+                                                                  "preview_every"))),
+            preview_decoder=self.studio.preview_decoder,
         )
         return config, entry
 
-    @guarded("caption")
-    def generate(self, progress=gr.Progress(), **v):  # noqa: B008 - Gradio idiom
-        """Generate images; returns (gallery of saved PNGs, caption with the settings)."""
-        config, entry = self._config(v)
-        progress(0, desc="Loading the model (first time only)")
-        started = time.monotonic()
-        with self.studio.cancellable(RUN_KIND) as cancel:
-            images = self.studio.generate(
-                config, subject=entry.subject if entry else None,
-                progress=lambda step, total: progress((step, total), desc="Denoising"),
-                cancel=cancel,
-            )
-            stopped = cancel.is_set()
-        if stopped:
-            return {self.ui.caption: "⏹️ Stopped: the unfinished image(s) were not saved."}
-        seconds = time.monotonic() - started
-        size = (images[0].image.width, images[0].image.height)
-        return {self.ui.gallery: [(str(im.path), f"seed {im.seed}") for im in images],
-                self.ui.caption: text.caption(config, v["lora"], size, seconds)}
+    def _preview(self, stream: UpdateStream, what: str) -> Callable:
+        """The preview callback: the pictures forming go to the gallery."""
+        def show(pictures, step: int, steps: int) -> None:
+            stream.put({self.ui.gallery: [(p, f"{what}: step {step}/{steps}")
+                                          for p in pictures]})
+        return show
 
     @guarded("caption")
-    def grid(self, progress=gr.Progress(), **v):  # noqa: B008 - Gradio idiom
-        """Generate an X/Y grid; returns (gallery with the grid image, caption)."""
+    def generate(self, **v):
+        """Generate images, streaming the pictures forming and the progress; ends with
+        (gallery of saved PNGs, caption with the settings)."""
+        config, entry = self._config(v)
+        ui, stream, clock = self.ui, UpdateStream(), StepClock(config.steps)
+        yield {ui.caption: "Loading the model (first time only)…"}
+        started = time.monotonic()
+        n = config.num_images
+
+        def progress(step: int, steps: int) -> None:
+            stream.put({ui.caption: text.draw_progress(step, steps, 1, n, n, clock.tick(step))})
+
+        with self.studio.cancellable(RUN_KIND) as cancel:
+            images = yield from stream.run(lambda: self.studio.generate(
+                config, subject=entry.subject if entry else None, progress=progress,
+                cancel=cancel, preview=self._preview(stream, "forming")), cancel)
+            stopped = cancel.is_set()
+        if stopped:
+            yield {ui.caption: "⏹️ Stopped: the unfinished image(s) were not saved."}
+            return
+        seconds = time.monotonic() - started
+        size = (images[0].image.width, images[0].image.height)
+        yield {ui.gallery: [(str(im.path), f"seed {im.seed}") for im in images],
+               ui.caption: text.caption(config, v["lora"], size, seconds)}
+
+    @guarded("caption")
+    def grid(self, **v):
+        """Generate an X/Y grid, streaming each cell forming and the progress; ends with
+        (gallery with the grid image, caption)."""
         config, entry = self._config(v)
         x = GridAxis.parse(v["x_axis"], v["x_values"])
         y = None
         if v.get("y_axis") and v["y_axis"] != NO_AXIS:
             y = GridAxis.parse(v["y_axis"], v["y_values"])
         grid = GridConfig(config, x, y)
-        progress(0, desc="Loading the model (first time only)")
+        ui, stream = self.ui, UpdateStream()
+        yield {ui.caption: "Loading the model (first time only)…"}
 
         def show(p: GridProgress) -> None:
-            progress(p.fraction, desc=text.grid_progress(p))
+            stream.put({ui.caption: text.grid_progress(p)})
 
         with self.studio.cancellable(RUN_KIND) as cancel:
-            result = self.studio.generate_grid(
-                grid, subject=entry.subject if entry else None, progress=show, cancel=cancel)
+            result = yield from stream.run(lambda: self.studio.generate_grid(
+                grid, subject=entry.subject if entry else None, progress=show,
+                cancel=cancel, preview=self._preview(stream, "cell forming")), cancel)
         done = result.status == "completed"
         image = (str(result.path), "grid") if done else (result.image, "partial grid")
-        return {self.ui.gallery: [image],
-                self.ui.caption: text.grid_caption(grid, v["lora"], result)}
+        yield {ui.gallery: [image], ui.caption: text.grid_caption(grid, v["lora"], result)}
 
     def stop(self):
         """Stop the running generation or grid within one sampler step."""
@@ -254,7 +274,10 @@ def _wire(handlers: GenerateHandlers, ui: GenerateWidgets) -> None:
     lora.change(handlers.show_history, lora, ui.history_outputs, **quiet)
     ui.history_refresh.click(handlers.show_history, lora, ui.history_outputs, **quiet)
     # One queue for everything that runs the model, so a grid waits for a generation.
-    run = {"concurrency_id": "generator", "concurrency_limit": 1, "show_progress_on": gallery}
+    # The handlers stream the picture forming into the gallery and the progress into the
+    # caption: a full progress overlay would hide both.
+    run = {"concurrency_id": "generator", "concurrency_limit": 1, "show_progress": "minimal",
+           "show_progress_on": gallery}
     ui.generate_btn.click(handlers.generate, inputs_kwargs={"lora": lora, **settings},
                           outputs=[gallery, ui.caption], api_name="generate", **run
                           ).then(handlers.show_history, lora, ui.history_outputs, **quiet)

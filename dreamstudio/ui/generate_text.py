@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .common import duration
+
 if TYPE_CHECKING:
     from ..config import GenerateConfig
     from ..studio import GridConfig, GridProgress, GridResult
@@ -30,9 +32,19 @@ def caption(config: GenerateConfig, label: str, size: tuple[int, int], seconds: 
             f"{seconds:.1f} s. Saved in the workspace with their settings.")
 
 
+def draw_progress(step: int, steps: int, first: int, last: int, total: int,
+                  seconds_left: float | None) -> str:
+    """'step 12/20 · image 3 of 12 · about 35 s left' (images first-last drawn at once)."""
+    images = f"image {first} of {total}" if first == last else (
+        f"images {first}-{last} of {total}")
+    left = f" · about {duration(seconds_left)} left" if seconds_left is not None else ""
+    return f"step {step}/{steps} · {images}{left}"
+
+
 def grid_progress(p: GridProgress) -> str:
-    step = f" · image {p.done + 1}: step {p.step}/{p.steps}" if p.steps else ""
-    return f"{p.done}/{p.total} images done{step}"
+    if not p.steps:
+        return f"{p.done}/{p.total} images done"
+    return draw_progress(p.step, p.steps, p.done + 1, p.done + 1, p.total, p.seconds_left)
 
 
 def grid_caption(grid: GridConfig, label: str, result: GridResult) -> str:

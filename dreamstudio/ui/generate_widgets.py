@@ -98,6 +98,11 @@ def _settings(studio: Studio) -> dict[str, gr.components.Component]:
              "on such a CPU, the same picture to the eye), fp16 on older GPUs. fp32 = full "
              "precision. Changing it reloads the model once.",
     )
+    w["preview_every"] = gr.Slider(
+        0, 50, value=_default("preview_every"), step=1, label="Preview every (steps)",
+        info="Show the picture forming every N steps; 0 = only the finished picture. "
+             "Previews cost next to nothing and never change the picture.",
+    )
     return w
 
 

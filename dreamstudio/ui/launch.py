@@ -37,6 +37,7 @@ class LaunchOptions:
     generated_password: bool = False  # True when --share made the password up
     device: str | None = None
     scorer_models: dict[str, str] = field(default_factory=dict)  # --dino-model, --clip-model
+    preview_decoder: Path | None = None
 
 
 def parse_auth(text: str) -> tuple[str, str]:
@@ -79,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device",
                         help="force a device: cpu, cuda, cuda:N or mps (default: CUDA, else "
                              "Apple MPS, else CPU); one that is not there is refused at start")
+    parser.add_argument("--preview-decoder", type=Path, metavar="FOLDER",
+                        help="a TAESD-style preview decoder (diffusers AutoencoderTiny) on "
+                             "disk for sharper previews of images forming (default: a quick "
+                             "colour approximation)")
     for name, what in SCORERS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="ID_OR_FOLDER",
                             help=f"{what} model the Evaluate tab offers (and selects) besides "
@@ -95,7 +100,8 @@ def parse_args(argv: list[str] | None = None) -> LaunchOptions:
     scorers = {name: getattr(args, name) for name in SCORERS if getattr(args, name)}
     return LaunchOptions(model=args.model, workspace=args.workspace, port=args.port,
                          share=args.share, auth=auth, generated_password=generated,
-                         device=args.device, scorer_models=scorers)
+                         device=args.device, scorer_models=scorers,
+                         preview_decoder=args.preview_decoder)
 
 
 def check_model(model: str) -> None:
@@ -143,7 +149,8 @@ def launch(argv: list[str] | None = None, block: bool = True,
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
     studio = Studio(workspace, model=options.model, device=options.device,
-                    scorer_models=options.scorer_models)
+                    scorer_models=options.scorer_models,
+                    preview_decoder=options.preview_decoder)
     # Before Gradio loads, so that a second app on this workspace is refused at once.
     studio.claim_workspace(options.port)
     from starlette.middleware import Middleware

@@ -97,7 +97,9 @@ def status_markdown(s: dict) -> str:
         # Class images count up, and "Resumed at step N" comes before the first loss.
         if s["phase"] in ("class_images", "validation") or s["loss"] is None:
             phase = s["message"] or phase
-        left = (f" · about **{duration(s['eta_seconds'])} left**"
+        # While class images are drawn, the time left is theirs: training comes after.
+        whose = " for the class images" if s["phase"] == "class_images" else ""
+        left = (f" · about **{duration(s['eta_seconds'])} left**{whose}"
                 if s["eta_seconds"] is not None else "")
         verb = "Resuming" if s["resumed"] else "Training"
         return (f"### ⏳ {verb} {run}\n**{phase}** · {steps}\n\n"

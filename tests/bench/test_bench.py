@@ -30,3 +30,15 @@ def test_repeated_runs_report_the_median_run():
     assert median["s_per_step"] == 2.0 and median["wall_long_s"] == 20.0
     assert median["s_per_step_all"] == [3.0, 1.0, 2.0]
     assert _median_run(runs[:2])["s_per_step"] == 1.0  # even count: the lower middle
+
+
+def test_the_generation_benchmark_measures_what_previews_cost(tiny_model):
+    from bench.previews import format_preview_cost, preview_cost
+    from dreamstudio.config import GenerateConfig
+    from dreamstudio.generate.generator import Generator
+
+    config = GenerateConfig(prompt="a dog", steps=10, height=64, width=64)
+    cost = preview_cost(Generator(str(tiny_model), device="cpu"), config, repeats=1, n=2)
+    assert cost["previews_per_image"] == 1 and cost["preview_every"] == 5  # step 5 of 10
+    assert cost["one_preview_ms"] > 0 and 0 < cost["share_of_image_time"] < 1
+    assert "1 per image" in format_preview_cost(cost)

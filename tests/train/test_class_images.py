@@ -109,3 +109,44 @@ def test_images_of_the_older_record_are_judged_on_what_it_knew(tmp_path):
         "class_0002.png", "class_0000.png", "class_0001.png"]  # #2 is not in the record
     cat = class_image_recipe("m", "a photo of cat", 64)
     assert len(list_class_images(tmp_path, 5, cat).mismatched) == 2
+
+
+def test_class_images_report_each_step_with_the_time_left_and_show_previews(
+        pipe, tiny_model, small_dog_dir, tmp_path):
+    import threading
+
+    from dreamstudio.train.class_images import ClassImageProgress
+
+    class_dir, seen, previews = tmp_path / "class", [], []
+    made = generate_missing_class_images(
+        pipe, class_dir, "a photo of dog", 3, 64, steps=4, batch_size=2,
+        progress=seen.append, preview=lambda p, s, t: previews.append((len(p), s, t)),
+        preview_every=2)
+    assert made == 3
+    drawing = [(p.done, p.drawing, p.step) for p in seen if p.drawing]
+    assert drawing[:4] == [(0, 2, 1), (0, 2, 2), (0, 2, 3), (0, 2, 4)]
+    assert drawing[4:] == [(2, 1, 1), (2, 1, 2), (2, 1, 3), (2, 1, 4)]
+    assert seen[-1] == ClassImageProgress(3, 3, 0, 0, 4, seen[-1].seconds_left)
+    lefts = [p.seconds_left for p in seen if p.drawing]
+    assert lefts[0] is None and all(v is not None for v in lefts[1:]) and lefts[-1] == 0.0
+    assert previews == [(2, 2, 4), (1, 2, 4)]  # one per batch, at step 2 of 4
+
+    # A stop within a batch ends it there, and its half-drawn images are not kept.
+    cancel = threading.Event()
+    stopped = tmp_path / "stopped"
+    made = generate_missing_class_images(pipe, stopped, "a photo of dog", 2, 64, steps=20,
+                                         progress=lambda p: p.step == 3 and cancel.set(),
+                                         cancel=cancel)
+    assert made == 0 and not list(stopped.glob("*.png"))
+
+    # The Train tab hears it as the run's status message and time left.
+    statuses = []
+    trainer.train(TrainConfig(
+        model=str(tiny_model), instance_dir=small_dog_dir, output_dir=tmp_path / "run",
+        instance_prompt="a photo of sks dog", class_dir=tmp_path / "class2",
+        class_prompt="a photo of dog", num_class_images=1, steps=1, resolution=64,
+        class_image_steps=2, mixed_precision="no", validation_every=0, checkpoint_every=0,
+        export_kohya=False), progress=statuses.append)
+    messages = [p.message for p in statuses if p.phase == "class_images"]
+    assert "Class images: 0/1 · drawing 1 more, step 2/2" in messages
+    assert any(p.eta_seconds is not None for p in statuses if p.phase == "class_images")

@@ -113,3 +113,91 @@ def test_describing_a_lora_suggests_its_prompt_only_into_an_empty_box(tab):
     assert handlers.describe("dog / gone", "")[ui.about].startswith("This LoRA no longer")
     assert prompt not in handlers.describe(BASE_MODEL, "")
     assert "base model alone" in handlers.describe(BASE_MODEL, "")[ui.about]
+
+
+# ---- Generating: the handlers stream the picture forming, then the saved images ----------
+
+@pytest.fixture
+def tiny_tab(tmp_path, tiny_model):
+    studio = Studio(tmp_path / "ws", model=str(tiny_model), device="cpu")
+    with gr.Blocks():
+        ui = build_widgets(studio, [BASE_MODEL], BASE_MODEL, "", ([], [], ""))
+    return studio, ui, GenerateHandlers(studio, ui)
+
+
+def _settings(**changes) -> dict:
+    return {"lora": BASE_MODEL, "prompt": "a photo of a dog", "negative_prompt": "",
+            "unet_scale": 1.0, "text_encoder_scale": 1.0, "guidance": 7.5, "steps": 6,
+            "seed": 1, "num_images": 1, "height": 64, "width": 64, "sampler": "Euler a",
+            "preview_every": 2, **changes}
+
+
+def test_generate_streams_previews_and_progress_before_the_saved_image(tiny_tab):
+    from PIL import Image
+
+    _, ui, handlers = tiny_tab
+    updates = list(handlers.generate(**_settings()))
+    *streamed, final = updates
+    previews = [u[ui.gallery] for u in streamed if ui.gallery in u]
+    assert previews, "no preview before the finished image"
+    assert all(isinstance(picture, Image.Image) and picture.size == (64, 64)
+               for gallery in previews for picture, _ in gallery)
+    assert "step 2/6" in previews[0][0][1] or "step 4/6" in previews[0][0][1]
+    texts = [u[ui.caption] for u in streamed if ui.caption in u]
+    assert texts[0].startswith("Loading the model")
+    assert any(t.startswith("step ") and "image 1 of 1" in t for t in texts)
+    assert any("left" in t for t in texts)  # the time left, once the pace is known
+    [(path, caption)] = final[ui.gallery]
+    assert path.endswith(".png") and caption == "seed 1"
+    assert final[ui.caption].startswith("1 image(s), 64x64 px")
+
+
+def test_no_previews_when_the_cadence_is_zero_and_errors_still_show(tiny_tab):
+    _, ui, handlers = tiny_tab
+    *streamed, final = handlers.generate(**_settings(preview_every=0, num_images=2))
+    assert not any(ui.gallery in u for u in streamed)
+    assert len(final[ui.gallery]) == 2
+    assert any("images 1-2 of 2" in u.get(ui.caption, "") for u in streamed)
+    with pytest.warns(UserWarning, match="prompt is empty"):
+        [update] = handlers.generate(**_settings(prompt=" "))
+    assert update[ui.caption].startswith("⚠️")
+
+
+def test_the_grid_streams_each_cell_forming(tiny_tab):
+    _, ui, handlers = tiny_tab
+    grid = {"x_axis": "seed", "x_values": "1, 2", "y_axis": "none", "y_values": ""}
+    *streamed, final = handlers.grid(**_settings(steps=4), **grid)
+    cells = [u[ui.gallery] for u in streamed if ui.gallery in u]
+    assert len(cells) >= 1 and all(len(gallery) == 1 for gallery in cells)
+    assert any("image 2 of 2" in u.get(ui.caption, "") for u in streamed)
+    assert final[ui.caption].startswith("Grid of 2 images")
+
+
+def test_stop_ends_a_streaming_generation_and_closing_the_page_stops_it_too(tiny_tab):
+    studio, ui, handlers = tiny_tab
+    run = handlers.generate(**_settings(steps=60, preview_every=1))
+    for update in run:
+        if ui.gallery in update:
+            assert "Stopping" in handlers.stop()[ui.caption]
+            break
+    *_, final = run
+    assert final[ui.caption].startswith("⏹️ Stopped")
+    assert not list(studio.workspace.generated_dir(None).glob("*.png"))
+    # A page that goes away closes the handler: the worker is stopped, not left running.
+    run = handlers.generate(**_settings(steps=60, preview_every=1))
+    next(run), next(run)
+    run.close()
+    assert "nothing to stop" in handlers.stop()[ui.caption]
+    assert not list(studio.workspace.generated_dir(None).glob("*.png"))
+
+
+def test_progress_lines_say_step_images_and_time_left():
+    from dreamstudio.studio import GridProgress
+    from dreamstudio.ui import generate_text as text
+
+    assert text.draw_progress(12, 20, 1, 4, 4, 35.2) == (
+        "step 12/20 · images 1-4 of 4 · about 35 s left")
+    assert text.draw_progress(3, 20, 1, 1, 1, None) == "step 3/20 · image 1 of 1"
+    assert text.grid_progress(GridProgress(2, 12, 5, 20, "", 130)) == (
+        "step 5/20 · image 3 of 12 · about 2 min 10 s left")
+    assert text.grid_progress(GridProgress(12, 12)) == "12/12 images done"

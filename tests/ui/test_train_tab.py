@@ -90,6 +90,19 @@ def test_the_finished_status_names_its_files(tmp_path):
     assert (outside["subject"], outside["run"]) == (None, "first-try")
 
 
+def test_while_class_images_are_drawn_the_status_counts_them_and_their_time_left(tmp_path):
+    status = _status(tmp_path, state="running")
+    status.result = None
+    status.progress = TrainProgress("class_images", total_steps=30, eta_seconds=95,
+                                    message="Class images: 4/10 · drawing 4 more, step 3/25")
+    text = status_markdown(status_dict(status, ("dog", "first-try")))
+    assert "**Class images: 4/10 · drawing 4 more, step 3/25**" in text
+    assert "about **1 min 35 s left** for the class images" in text
+    status.progress = TrainProgress("training", step=3, total_steps=30, loss=0.2,
+                                    eta_seconds=95)
+    assert "left** for" not in status_markdown(status_dict(status, ("dog", "first-try")))
+
+
 def test_validation_images_are_captioned_by_step(tmp_path):
     folder = tmp_path / "validation"
     folder.mkdir()

@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from ..eta import StepClock
 from ..png_metadata import save_png_with_parameters
 from .axes import GridConfig, format_value
 from .draw import draw_grid
 
 if TYPE_CHECKING:
     from ..generator import Generator
+    from ..previews import PreviewFn
 
 
 @dataclass
@@ -26,6 +28,7 @@ class GridProgress:
     step: int = 0  # sampler step within the cell being drawn
     steps: int = 0
     message: str = ""
+    seconds_left: float | None = None  # None until the pace is known
 
     @property
     def fraction(self) -> float:
@@ -50,17 +53,22 @@ def run_grid(
     output_dir: Path | None = None,
     progress: Callable[[GridProgress], None] | None = None,
     cancel: threading.Event | None = None,
+    preview: PreviewFn | None = None,
 ) -> GridResult:
     """Generate every cell with the same seed (unless the seed is an axis), row by row.
 
     A set `cancel` stops within the current sampler step; the cells finished so far are
-    drawn, the interrupted one is left blank and nothing is saved.
+    drawn, the interrupted one is left blank and nothing is saved. `preview` gets the
+    cell being drawn as it forms, as Generator.generate gives it.
     """
     started = time.monotonic()
     emit = progress or (lambda p: None)
     rows, cols = config.shape
     total = rows * cols
     cells: list[list[Image.Image | None]] = [[None] * cols for _ in range(rows)]
+    # Steps can be an axis: the time left is counted in steps over the whole grid.
+    cell_steps = [config.cell_config(r, c).steps for r in range(rows) for c in range(cols)]
+    clock = StepClock(sum(cell_steps))
     done = 0
     for row in range(rows):
         for col in range(cols):
@@ -68,12 +76,14 @@ def run_grid(
                 break
             cell = config.cell_config(row, col)
             message = f"Image {done + 1} of {total}"
-            emit(GridProgress(done, total, 0, cell.steps, message))
+            before = sum(cell_steps[:row * cols + col])
+            emit(GridProgress(done, total, 0, cell.steps, message, clock.seconds_left))
 
-            def on_step(step, steps, done=done, message=message):
-                emit(GridProgress(done, total, step, steps, message))
+            def on_step(step, steps, done=done, message=message, before=before):
+                left = clock.tick(before + step)
+                emit(GridProgress(done, total, step, steps, message, left))
 
-            [result] = generator.generate(cell, None, on_step, cancel)
+            [result] = generator.generate(cell, None, on_step, cancel, preview)
             if cancel is not None and cancel.is_set():
                 break  # the half-denoised cell stays blank
             cells[row][col] = result.image
