@@ -125,31 +125,12 @@ def matmul_peak_tflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> 
 
 def unet_step_share(model: Path, resolution: int, dtype: torch.dtype, repeats: int = 8) -> dict:
     """FLOPs and time of one LoRA UNet forward+backward as the trainer runs it."""
-    from diffusers import UNet2DConditionModel
-    from diffusers.training_utils import cast_training_params
     from torch.utils.flop_counter import FlopCounterMode
 
+    from bench.step_profile import lora_unet, make_step
     from dreamstudio.core.cpu_memory import reuse_freed_memory
-    from dreamstudio.lora.adapters import UNET_TARGETS, add_lora
-    from dreamstudio.train.setup import cast_frozen
 
-    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet")
-    unet.requires_grad_(False)
-    cast_frozen(unet, dtype)
-    unet.to(memory_format=torch.channels_last)
-    add_lora(unet, 4, UNET_TARGETS)
-    cast_training_params(unet, torch.float32)
-    unet.train()
-    side = resolution // 8
-    latents = torch.randn(1, 4, side, side)
-    t = torch.tensor([500])
-    ctx = torch.randn(1, 77, unet.config.cross_attention_dim)
-    autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)
-
-    def step():
-        with autocast:
-            out = unet(latents.to(dtype), t, ctx.to(dtype)).sample
-        out.float().pow(2).mean().backward()
+    step = make_step(lora_unet(model, dtype), resolution, dtype)
 
     with FlopCounterMode(display=False) as counter:
         step()
@@ -217,8 +198,9 @@ def main(argv=None) -> int:
                         help="Training steps of the end-to-end prior-preservation run.")
     parser.add_argument("--compare-script", type=Path,
                         help="diffusers examples/dreambooth/train_dreambooth_lora.py")
-    parser.add_argument("--only", default="share,ours,theirs,prior",
-                        help="Comma list of parts: share, ours, theirs, prior.")
+    parser.add_argument("--only", default="share,profile,ours,theirs,prior",
+                        help="Comma list of parts: share, profile, compile, ours, theirs, "
+                             "prior (compile is off by default: it takes minutes).")
     parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
     args = parser.parse_args(argv)
     if args.build_sd15:
@@ -249,6 +231,16 @@ def main(argv=None) -> int:
             for dtype in (torch.bfloat16, torch.float32):
                 report(f"unet_step_{str(dtype)[6:]}",
                        unet_step_share(args.model, args.resolution, dtype))
+        if "profile" in parts:
+            from bench.step_profile import profile_step
+
+            report("unet_step_profile_bfloat16",
+                   profile_step(args.model, args.resolution, torch.bfloat16))
+        if "compile" in parts:
+            from bench.step_profile import compile_trial
+
+            report("torch_compile_bfloat16",
+                   compile_trial(args.model, args.resolution, torch.bfloat16))
         res = args.resolution
         configs = []
         if "ours" in parts:

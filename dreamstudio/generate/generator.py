@@ -4,7 +4,9 @@ The pipeline and the loaded LoRA are cached: moving the UNet / text-encoder scal
 guidance or the sampler and generating again only changes adapter weights or swaps the
 scheduler object, it never reloads anything. The prompt embeddings are kept too while the
 prompt, the negative prompt and the text-encoder scale stay: a UNet-scale, guidance, seed or
-sampler change runs the text encoder not at all. Only a new precision reloads the model.
+sampler change runs the text encoder not at all. The UNet LoRA is folded into the UNet's
+weights at its scale (lora_fuse.py), so a step costs what a base-model step costs. Only a
+new precision reloads the model.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..lora.adapters import ADAPTER_NAME
 from ..lora.files import WEIGHTS_NAME, is_lora_dir
 from ..lora.kohya import find_kohya_file, finish_export
 from .lora_fit import describe_load_failure, quiet_diffusers
+from .lora_fuse import FoldedLora
 from .png_metadata import save_png_with_parameters
 from .previews import PreviewFn, is_preview_step, preview_for
 from .samplers import DEFAULT_SAMPLER, a1111_name, make_scheduler
@@ -59,6 +62,7 @@ class Generator:
         self.model_config_dir = model_config_dir
         self._pipe = None
         self._embeddings: tuple | None = None  # (key, prompt embeds, negative embeds)
+        self._folded: FoldedLora | None = None  # the UNet LoRA, folded into the weights
         self._original_scheduler = None  # the model's own, to return to "Default"
         self._sampler = DEFAULT_SAMPLER
         self._lora_dir: Path | None = None
@@ -123,6 +127,9 @@ class Generator:
         if lora_dir != self._lora_dir:
             self._embeddings = None
             if self._lora_dir is not None:
+                if self._folded is not None:
+                    self._folded.restore()
+                    self._folded = None
                 pipe.unload_lora_weights()
                 self._lora_dir = None
                 self._weights = None
@@ -138,6 +145,8 @@ class Generator:
                     raise InputError(describe_load_failure(
                         pipe, lora_dir / WEIGHTS_NAME, self.model, exc)) from exc
                 self.lora_loads += 1
+                if "unet" in pipe.get_list_adapters():
+                    self._folded = FoldedLora(pipe.unet, ADAPTER_NAME)
             self._lora_dir = lora_dir
         if self._lora_dir is not None:
             loaded = pipe.get_list_adapters()
@@ -146,6 +155,8 @@ class Generator:
             # set_adapters walks every LoRA layer; a grid often repeats the same scales.
             if weights != self._weights:
                 pipe.set_adapters(ADAPTER_NAME, adapter_weights=weights)
+                if self._folded is not None:
+                    self._folded.fold(unet_scale)  # after set_adapters, which re-enables peft
                 self._weights = weights
 
     def _activate(self, config: GenerateConfig) -> None:
@@ -253,6 +264,7 @@ class Generator:
         self._lora_dir = None
         self._weights = None
         self._embeddings = None
+        self._folded = None
         release_memory()
 
 

@@ -196,8 +196,8 @@ def test_png_parameters_are_complete_for_a1111_and_image_sites(generator, lora_d
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_same_image_as_a_plain_diffusers_call(generator, tiny_model, lora_dir, precision):
-    """What the app draws is exactly what diffusers draws with the same settings, in full
-    precision and in bf16 (kept prompt embeddings, channels-last and all)."""
+    """What the app draws is what diffusers draws with the same settings, in full precision
+    and in bf16 (kept prompt embeddings, folded LoRA, channels-last and all)."""
     import torch
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
@@ -217,12 +217,11 @@ def test_same_image_as_a_plain_diffusers_call(generator, tiny_model, lora_dir, p
     theirs = pipe(PROMPT, negative_prompt="blurry", num_inference_steps=3, guidance_scale=6.0,
                   height=64, width=64,
                   generator=torch.Generator("cpu").manual_seed(5)).images[0]
-    if precision == "fp32":
-        assert np.array_equal(_pixels(ours), _pixels(theirs))
-    else:
-        # Channels-last picks other bf16 convolution kernels: the same image, rounded apart.
-        difference = np.abs(_pixels(ours) - _pixels(theirs))
-        assert difference.max() <= 8 and difference.mean() < 1.0
+    # The folded UNet LoRA (one matmul, not three) and, in bf16, channels-last's other
+    # convolution kernels round differently: the same image within a level or a few.
+    difference = np.abs(_pixels(ours) - _pixels(theirs))
+    largest, mean = {"fp32": (1, 0.05), "bf16": (8, 1.5)}[precision]
+    assert difference.max() <= largest and difference.mean() < mean
 
 
 def test_a_stopped_generation_saves_nothing(generator, tmp_path):

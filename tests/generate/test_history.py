@@ -34,7 +34,9 @@ def test_settings_go_back_to_the_controls_and_old_sampler_names_fall_back(tmp_pa
         "prompt": "a photo of sks dog", "negative_prompt": "blurry", "unet_scale": 0.7,
         "text_encoder_scale": 0.3, "guidance": 5.0, "steps": 25, "seed": 11, "height": 96,
         "width": 64, "sampler": "Euler a", "lora_dir": "/ws/subjects/dog/loras/run1",
+        "precision": "auto",  # PARAMS predate the precision setting
     }
+    assert settings_from({**PARAMS, "precision": "fp32"})["precision"] == "fp32"
     # PNGs from before samplers were selectable stored the scheduler's class name.
     assert settings_from({**PARAMS, "sampler": "PNDMScheduler"})["sampler"] == "Default"
     base = settings_from({"prompt": "a dog", "lora_dir": None, "seed": 4})
@@ -47,7 +49,7 @@ def test_settings_a_png_lacks_are_the_generate_defaults():
     settings = settings_from({"prompt": "a dog"})
     defaults = GenerateConfig(prompt="a dog")
     for name in ("negative_prompt", "unet_scale", "text_encoder_scale", "guidance", "steps",
-                 "seed", "sampler"):
+                 "seed", "sampler", "precision"):
         assert settings[name] == getattr(defaults, name), name
         assert type(settings[name]) is type(getattr(defaults, name)), name
 
