@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -17,6 +18,8 @@ class TrainProgress:
     eta_seconds: float | None = None
     message: str = ""
     validation_images: list[str] = field(default_factory=list)
+    # A class image forming (a PIL image, in memory only: the JSON status leaves it out).
+    preview: Any = None
 
 
 @dataclass

@@ -160,10 +160,15 @@ def _class_images(session: TrainingSession) -> LoadedImages | None:
 
     cfg = session.config
 
+    forming: list = [None]  # the latest preview of the batch being drawn
+
+    def show(pictures, step, steps):
+        forming[0] = pictures[0]
+
     def report(p: ClassImageProgress):
         drawing = f" · drawing {p.drawing} more, step {p.step}/{p.steps}" if p.drawing else ""
         session.emit("class_images", 0, message=f"Class images: {p.done}/{p.total}{drawing}",
-                     eta_seconds=p.seconds_left)
+                     eta_seconds=p.seconds_left, preview=forming[0] if p.drawing else None)
 
     recipe = class_image_recipe(cfg.model, cfg.class_prompt, cfg.resolution,
                                 cfg.class_image_steps, session.weight_dtype)
@@ -173,6 +178,7 @@ def _class_images(session: TrainingSession) -> LoadedImages | None:
             session.pipe, cfg.class_dir, cfg.class_prompt, cfg.num_class_images,
             cfg.resolution, seed=cfg.seed, steps=cfg.class_image_steps,
             batch_size=cfg.class_image_batch_size, progress=report, cancel=session.cancel,
+            preview=show,
             autocast_dtype=session.weight_dtype, model=cfg.model,
         )
     if session.cancel.is_set():

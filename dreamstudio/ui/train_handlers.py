@@ -146,14 +146,19 @@ class TrainHandlers:
         status, s = self._status_dict()
         text = status_markdown(s)
         run = str(status.config.output_dir) if status.config else None
-        key = [text, run, len(status.losses), len(s["validation_images"]), status.state]
+        forming = status.progress.preview if status.progress else None
+        key = [text, run, len(status.losses), len(s["validation_images"]), status.state,
+               id(forming) if forming is not None else None]
         if last is not None and list(last) == key:
             return gr.skip()
         old = list(last) if last is not None else [None] * len(key)
         update = {ui.status: text, ui.last: key}
         if old[1:3] != key[1:3]:
             update[ui.plot] = loss_frame(status.loss_steps, status.losses)
-        if (old[1], old[3]) != (key[1], key[3]):
+        if forming is not None and old[5] != key[5]:
+            # While class images are drawn, the gallery shows the one forming.
+            update[ui.validation] = [(forming, "class image forming")]
+        elif (old[1], old[3], old[5]) != (key[1], key[3], key[5]):
             update[ui.validation] = validation_items(s["validation_images"])
         if (old[1], old[4]) != (key[1], key[4]):
             update[self.form["run_info"]] = self.run_text(subject, name)
