@@ -107,7 +107,9 @@ def config_from(args: argparse.Namespace, config_cls: type, **extra):
 
 
 # The options of each command, in --help order: field names, or Flags where they differ.
-PREPARE_OPTIONS = ("mode", "size", "face_margin")
+PREPARE_OPTIONS = ("mode", "size", "face_margin",
+                   Flag("hold_out", "--no-hold-out",
+                        help="Keep no photos for scoring only: train on all of them."))
 MODEL_OPTIONS = ("model", Flag("model_config_dir", "--model-config"))  # TrainConfig fields
 TRAIN_OPTIONS = (
     *MODEL_OPTIONS, "instance_dir", "instance_prompt", Flag("output_dir", "--output"),
@@ -202,8 +204,8 @@ def prepare_command(args) -> int:
         print(f"{r.source}: {status}{notes}")
     for warning in report.warnings:
         print(f"warning: {warning}")
-    print(f"{len(report.kept)} kept, {len(report.rejected)} rejected; "
-          f"manifest: {args.output_dir / MANIFEST_NAME}")
+    print(f"{len(report.kept)} kept, {len(report.rejected)} rejected, "
+          f"{len(report.scoring)} held out for scoring only; manifest: {args.output_dir / MANIFEST_NAME}")
     return 0 if report.kept else 1
 
 

@@ -314,6 +314,11 @@ class PrepareConfig:
         metadata={"help": "Reject photos whose shorter side is below this (px); "
                           "default: half the crop size, i.e. at most 2x upscaling."},
     )
+    hold_out: bool = field(
+        default=True,
+        metadata={"help": "Keep one photo in six (with 6 or more) for scoring only: never "
+                          "trained on, it is what evaluation compares against."},
+    )
 
     def __post_init__(self) -> None:
         check(self.mode in CROP_MODES,

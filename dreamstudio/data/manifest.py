@@ -18,8 +18,19 @@ from .images import IMAGE_SUFFIXES
 
 MANIFEST_NAME = "manifest.json"
 NO_FACE = "no face found"  # the verdict on a photo face mode cannot crop
-# 2 added faces, review edits and warnings; version 1 manifests still load.
-MANIFEST_VERSION = 2
+# 2 added faces, review edits and warnings; 3 added held_out. Older manifests still load
+# (no held_out field = nothing held out).
+MANIFEST_VERSION = 3
+# The default share of photos kept for scoring only: one in HOLD_OUT_EVERY, and none below
+# that many, since a set of 3-5 photos cannot spare one for training.
+HOLD_OUT_EVERY = 6
+
+
+def default_held_out(outputs: list[str]) -> list[str]:
+    """The photos the default rule marks "for scoring only": every sixth in name order
+    (deterministic, so a re-run marks the same photos), none for fewer than six."""
+    ordered = sorted(outputs)
+    return ordered[HOLD_OUT_EVERY - 1::HOLD_OUT_EVERY] if len(ordered) >= HOLD_OUT_EVERY else []
 
 
 def photo_digest(path: Path) -> str:
@@ -39,11 +50,42 @@ def image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise InputError(f"Image folder {folder} does not exist or is not a folder.")
     if has_manifest(folder):
-        return [folder / r.output for r in load_manifest(folder).used if r.output]
+        return [folder / r.output for r in training_results(folder) if r.output]
     return sorted(
         p for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
+
+
+def training_results(folder: Path) -> list[PhotoResult]:
+    """The photos of a prepared folder training may read, after refusing a manifest that
+    would let a held-out photo (by name or by content) reach training."""
+    report = load_manifest(folder)
+    path = Path(folder) / MANIFEST_NAME
+    used, scoring = report.used, report.scoring
+    if not used and scoring:
+        raise InputError(
+            f"'{path}' marks every usable photo 'for scoring only': nothing is left to train "
+            "on. Take the mark off some photos on the Data tab (or prepare them again)."
+        )
+    held_names = {r.output for r in scoring}
+    held_digests = {r.digest for r in scoring if r.digest}
+    for r in used:
+        if r.output in held_names or (r.digest and r.digest in held_digests):
+            raise InputError(
+                f"'{path}' lists '{r.output}' for training although it (or a copy of it) is "
+                "marked 'for scoring only'. Remove the copy or the mark on the Data tab, "
+                "or prepare the photos again."
+            )
+    return used
+
+
+def scoring_files(folder: Path) -> list[Path]:
+    """The held-out crops of a prepared folder (empty without a manifest or any marks)."""
+    folder = Path(folder)
+    if not has_manifest(folder):
+        return []
+    return [folder / r.output for r in load_manifest(folder).scoring if r.output]
 
 
 @dataclass
@@ -88,12 +130,22 @@ class PrepareReport:
     # Output names of kept crops the person left out of training (train_data skips them).
     excluded: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # about the set as a whole
+    # Output names of kept crops set aside "for scoring only": never trained on, the real
+    # photos subject fidelity is measured against.
+    held_out: list[str] = field(default_factory=list)
 
     @property
     def used(self) -> list[PhotoResult]:
-        """Kept photos that are not excluded: what training will see."""
-        excluded = set(self.excluded)
-        return [r for r in self.kept if r.output not in excluded]
+        """Kept photos that are neither excluded nor held out: what training will see.
+        Names only; training_results also refuses a held-out photo's copy under another name."""
+        skip = set(self.excluded) | set(self.held_out)
+        return [r for r in self.kept if r.output not in skip]
+
+    @property
+    def scoring(self) -> list[PhotoResult]:
+        """Kept, not excluded photos marked "for scoring only"."""
+        held, excluded = set(self.held_out), set(self.excluded)
+        return [r for r in self.kept if r.output in held and r.output not in excluded]
 
     def find(self, output: str) -> PhotoResult:
         """The kept result whose crop is named `output`."""
@@ -135,6 +187,7 @@ class PrepareReport:
             "results": [asdict(r) for r in self.results],
             "excluded": list(self.excluded),
             "warnings": list(self.warnings),
+            "held_out": list(self.held_out),
         }
 
     @classmethod
@@ -150,6 +203,7 @@ class PrepareReport:
             output_dir=output_dir,
             excluded=[str(name) for name in data.get("excluded", [])],
             warnings=[str(text) for text in data.get("warnings", [])],
+            held_out=[str(name) for name in data.get("held_out", [])],
         )
 
 

@@ -29,6 +29,7 @@ from .manifest import (
     NO_FACE,
     PhotoResult,
     PrepareReport,
+    default_held_out,
     photo_digest,
     write_manifest,
 )
@@ -125,6 +126,7 @@ def prepare_photos(
         # next run can clean them up.
         write_manifest(report, output_dir)
 
+    report.held_out = _held_out(report, edits) if config.hold_out else []
     report.complete = True
     review_warnings(report)
     write_manifest(report, output_dir)
@@ -141,6 +143,21 @@ class _Edit:
     excluded: bool = False
     crop_box: list[int] | None = None  # set by hand
     face_index: int | None = None
+    held_out: bool | None = None  # None: the last run did not record it (use the default)
+
+
+def _held_out(report: PrepareReport, edits: dict[tuple[str, str], _Edit]) -> list[str]:
+    """The default marking, overridden photo by photo by the marks of the last run, so a
+    re-run neither undoes the person's choices nor moves the scoring photos around."""
+    kept = [r for r in report.kept if r.output]
+    marked = set(default_held_out([r.output for r in kept]))
+    for r in kept:
+        edit = edits.get((r.source, r.digest or ""))
+        if edit is not None and edit.held_out is not None:
+            marked.discard(r.output)
+            if edit.held_out:
+                marked.add(r.output)
+    return [r.output for r in kept if r.output in marked]
 
 
 def _previous_edits(output_dir: Path) -> dict[tuple[str, str], _Edit]:
@@ -152,6 +169,8 @@ def _previous_edits(output_dir: Path) -> dict[tuple[str, str], _Edit]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         excluded = set(data.get("excluded", []))
+        held = data.get("held_out")
+        held = set(held) if isinstance(held, list) else None
         edits = {}
         for r in data.get("results", []):
             if not r.get("kept") or not r.get("digest"):
@@ -162,6 +181,7 @@ def _previous_edits(output_dir: Path) -> dict[tuple[str, str], _Edit]:
                 excluded=r.get("output") in excluded,
                 crop_box=[int(v) for v in box] if box and len(box) == 4 else None,
                 face_index=face if isinstance(face, int) and face > 0 else None,
+                held_out=None if held is None else r.get("output") in held,
             )
         return edits
     except (OSError, ValueError, AttributeError, TypeError, KeyError):

@@ -38,14 +38,30 @@ class Preview:
 def set_excluded(output_dir: Path, output: str, excluded: bool) -> PrepareReport:
     """Leave the crop named `output` out of training, or take it back in."""
     report = _open(output_dir)
+    report.excluded = _marked(report, report.excluded, output, excluded)
+    return _save(report, output_dir)
+
+
+def set_held_out(output_dir: Path, output: str, held_out: bool) -> PrepareReport:
+    """Mark the crop named `output` "for scoring only" (never trained on), or take it back."""
+    report = _open(output_dir)
+    report.held_out = _marked(report, report.held_out, output, held_out)
+    if held_out and not report.used:
+        raise InputError(
+            f"'{output}' is the last photo left for training; it cannot also be kept for "
+            "scoring only. Take the mark off another photo first."
+        )
+    return _save(report, output_dir)
+
+
+def _marked(report: PrepareReport, names: list[str], output: str, on: bool) -> list[str]:
     report.find(output)  # refuses unknown names
-    names = [name for name in report.excluded if name != output]
-    if excluded:
+    names = [name for name in names if name != output]
+    if on:
         names.append(output)
     # Kept in the order of the photos, so the manifest reads naturally.
     order = {r.output: i for i, r in enumerate(report.results)}
-    report.excluded = sorted(names, key=lambda name: order.get(name, len(order)))
-    return _save(report, output_dir)
+    return sorted(names, key=lambda name: order.get(name, len(order)))
 
 
 def recrop(source_dir: Path, output_dir: Path, output: str, x: float, y: float,

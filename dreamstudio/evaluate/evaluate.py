@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..data.images import ImageRejected, open_rgb
-from ..data.manifest import image_files
+from ..data.manifest import image_files, scoring_files
 from ..errors import InputError
 from .config import EvalConfig
 from .metrics import prompt_fidelity, self_similarity, subject_fidelity
@@ -57,8 +57,16 @@ def _slug(text: str, limit: int = 48) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].rstrip("-") or "prompt"
 
 
-def _embed_real_photos(folder: Path, dino: DinoScorer, clip: ClipScorer):
-    files, skipped = image_files(folder), []
+def real_photo_files(folder: Path) -> tuple[list[Path], str]:
+    """The photos subject fidelity is measured against, and which kind they are: the ones
+    kept for scoring only when there are any (training never saw them), else the training
+    photos."""
+    held = scoring_files(folder)
+    return (held, "held_out") if held else (image_files(folder), "training")
+
+
+def _embed_real_photos(files: list[Path], folder: Path, dino: DinoScorer, clip: ClipScorer):
+    skipped = []
     dino_rows, clip_rows, used = [], [], []
     for start in range(0, len(files), _REAL_CHUNK):
         images = []
@@ -109,7 +117,9 @@ def evaluate(
     dino = dino or DinoScorer(config.dino_model, device=generator.device)
     clip = clip or ClipScorer(config.clip_model, device=generator.device)
     emit(EvalProgress("loading", 0, total, f"Embedding the photos in {config.real_images_dir}"))
-    real_dino, real_clip, used, skipped = _embed_real_photos(config.real_images_dir, dino, clip)
+    files, report.compared_with = real_photo_files(config.real_images_dir)
+    real_dino, real_clip, used, skipped = _embed_real_photos(
+        files, config.real_images_dir, dino, clip)
     report.real_images = [str(p) for p in used]
     report.skipped_real_images = skipped
     report.real_photos = {"dino": self_similarity(real_dino),

@@ -40,6 +40,9 @@ class EvalReport:
     # The user's photos compared with each other: this subject's ceiling, like the paper's
     # "Real images" row. None where there is only one photo.
     real_photos: dict[str, float | None] = field(default_factory=dict)
+    # Which real photos subject fidelity was measured against: "held_out" (photos marked
+    # for scoring only, never trained on: the honest measure) or "training".
+    compared_with: str = "training"
     reference: tuple[ReferenceRow, ...] = PAPER_REFERENCE
     status: str = "completed"  # or "cancelled" (rows then hold the prompts finished)
     seconds: float = 0.0
@@ -68,6 +71,7 @@ class EvalReport:
             "real_photos": self.real_photos,
             "reference": [dataclasses.asdict(r) for r in self.reference],
             "real_images": self.real_images,
+            "compared_with": self.compared_with,
             "skipped_real_images": [list(s) for s in self.skipped_real_images],
             "seconds": round(self.seconds, 2),
         }
@@ -106,6 +110,15 @@ def _score(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def compared_with_sentence(report: EvalReport) -> str:
+    n = len(report.real_images)
+    if report.compared_with == "held_out":
+        return (f"Subject fidelity is measured against the {n} photo(s) kept for scoring only, "
+                "which training never saw.")
+    return (f"Subject fidelity is measured against the {n} training photo(s) (none was kept "
+            "for scoring only), so it rewards copying them.")
+
+
 def format_table(report: EvalReport, width: int = 56) -> str:
     """Plain-text table: one line per prompt, the mean, this subject's photos, the paper."""
 
@@ -128,6 +141,7 @@ def format_table(report: EvalReport, width: int = 56) -> str:
         lines.append(line("Your photos, each vs the others", report.real_photos["dino"],
                           report.real_photos["clip_i"], None))
     lines.append(rule)
+    lines.append(compared_with_sentence(report))
     lines += [line(ref.name, ref.dino, ref.clip_i, ref.clip_t) for ref in report.reference]
     if report.status != "completed":
         lines.append(f"(cancelled: {len(report.rows)} prompts scored)")
