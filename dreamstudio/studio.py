@@ -121,6 +121,12 @@ class Studio:
             photos = self.workspace.prepared_photos_dir(subject)
             return photo_review.set_excluded(photos, photo, excluded)
 
+    def hold_out_photo(self, subject: str, photo: str, held_out: bool = True) -> PrepareReport:
+        """Keep the crop named `photo` for scoring only, never trained on (False: train on it)."""
+        with self._subject_lock(subject):
+            photos = self.workspace.prepared_photos_dir(subject)
+            return photo_review.set_held_out(photos, photo, held_out)
+
     def recrop_photo(self, subject: str, photo: str, x: float, y: float,
                      side: float) -> PrepareReport:
         """Crop the square (x, y, side), in the original photo's pixels, by hand."""

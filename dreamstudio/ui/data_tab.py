@@ -117,14 +117,15 @@ class DataHandlers:
         ui = self.ui
         report = self._report(subject)
         if report is None or not photo:
-            return {ui.photo_text: text.NO_PHOTO, ui.excluded: False,
+            return {ui.photo_text: text.NO_PHOTO, ui.excluded: False, ui.held_out: False,
                     ui.face: gr.update(choices=[], value=None, visible=False),
                     ui.overview: gr.update(value=None), ui.crop: gr.update(value=None)}
         try:
             view = self._photo_view(subject.strip(), photo, report)
         except DreamStudioError as exc:
             return {ui.photo_text: f"⚠️ {exc}", ui.overview: None, ui.crop: None}
-        return {**view, ui.excluded: photo in report.excluded}
+        return {**view, ui.excluded: photo in report.excluded,
+                ui.held_out: photo in report.held_out}
 
     def preview(self, subject: str | None, photo: str | None, x: float, y: float, side: float):
         """The photo with the square at the slider values, before applying it."""
@@ -148,6 +149,13 @@ class DataHandlers:
         """Leave a photo out of training (excluded=True) or take it back in (False)."""
         subject = (subject or "").strip()
         report = self.studio.exclude_photo(subject, _need(photo), bool(excluded))
+        return self._after_edit(subject, photo, report)
+
+    @guarded("photo_text")
+    def hold_out(self, subject: str, photo: str, held_out: bool):
+        """Keep a photo for scoring only (held_out=True), never trained on, or train on it."""
+        subject = (subject or "").strip()
+        report = self.studio.hold_out_photo(subject, _need(photo), bool(held_out))
         return self._after_edit(subject, photo, report)
 
     def _after_crop(self, subject: str, photo: str, report: PrepareReport) -> dict:
@@ -238,6 +246,10 @@ def build_data_tab(studio: Studio) -> DataTab:
     ui.excluded.input(
         handlers.exclude, [subject, photo, ui.excluded],
         [ui.photo_text, ui.summary, ui.gallery, photo], api_name="exclude_photo",
+    )
+    ui.held_out.input(
+        handlers.hold_out, [subject, photo, ui.held_out],
+        [ui.photo_text, ui.summary, ui.gallery, photo], api_name="hold_out_photo",
     )
     box = [subject, photo, ui.x, ui.y, ui.side]
     for slider in (ui.x, ui.y, ui.side):

@@ -25,27 +25,26 @@ def rejected_table(report: PrepareReport | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=REJECTED_HEADERS)
 
 
-def photo_label(number: int, result: PhotoResult, excluded: bool) -> str:
+def photo_label(number: int, result: PhotoResult, report: PrepareReport) -> str:
     label = f"{number}. {result.source}"
     if result.warnings:
         label += " ⚠️"
-    if excluded:
+    if result.output in report.excluded:
         label += " (left out)"
+    elif result.output in report.held_out:
+        label += " (scoring only)"
     return label
 
 
 def gallery_items(report: PrepareReport) -> list[tuple[str, str]]:
-    excluded = set(report.excluded)
-    return [(str(path), photo_label(n, r, r.output in excluded))
+    return [(str(path), photo_label(n, r, report))
             for n, (r, path) in enumerate(zip(report.kept, report.kept_paths, strict=True), 1)]
 
 
 def photo_choices(report: PrepareReport | None) -> list[tuple[str, str]]:
     if report is None:
         return []
-    excluded = set(report.excluded)
-    return [(photo_label(n, r, r.output in excluded), r.output)
-            for n, r in enumerate(report.kept, 1)]
+    return [(photo_label(n, r, report), r.output) for n, r in enumerate(report.kept, 1)]
 
 
 def summary(subject: str, report: PrepareReport) -> str:
@@ -54,6 +53,10 @@ def summary(subject: str, report: PrepareReport) -> str:
     cfg = report.config
     line = (f"**{subject}**: {kept} photo{'s' if kept != 1 else ''} kept, {rejected} not used "
             f"({cfg.mode} mode, {cfg.size} px).")
+    if report.scoring:
+        line += (f" {len(report.scoring)} kept for scoring only (evaluation compares with "
+                 "them; training never sees them)")
+        line += "." if left_out else f", so {used} will be trained on."
     if left_out:
         line += f" You left {left_out} out of training, so {used} will be used."
     if not report.complete:
@@ -88,6 +91,8 @@ def photo_text(report: PrepareReport, result: PhotoResult) -> str:
     lines = [f"**{result.source}**: {size}crop {x1 - x0} px at ({x0}, {y0}), {how}."]
     if result.output in report.excluded:
         lines.append("Left out of training.")
+    elif result.output in report.held_out:
+        lines.append("For scoring only: never trained on, evaluation compares with it.")
     lines += [f"⚠️ {w}" for w in result.warnings] or ["No warnings."]
     return "\n\n".join(lines)
 

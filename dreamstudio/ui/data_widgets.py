@@ -38,6 +38,7 @@ class DataWidgets:
     photo: gr.Dropdown
     photo_text: gr.Markdown
     excluded: gr.Checkbox
+    held_out: gr.Checkbox
     face: gr.Dropdown
     x: gr.Slider
     y: gr.Slider
@@ -50,7 +51,7 @@ class DataWidgets:
     @property
     def photo_view(self) -> list:
         """What showing one photo fills."""
-        return [self.photo_text, self.excluded, self.face, self.x, self.y, self.side,
+        return [self.photo_text, self.excluded, self.held_out, self.face, self.x, self.y, self.side,
                 self.overview, self.crop]
 
     @property
@@ -73,6 +74,12 @@ def _review_panel() -> dict[str, gr.components.Component]:
             w["excluded"] = gr.Checkbox(
                 False, label="Leave this photo out of training",
                 info="The photo stays here and can be taken back in by unticking this.",
+            )
+            w["held_out"] = gr.Checkbox(
+                False, label="For scoring only",
+                info="Never trained on: evaluation compares the LoRA's images with these "
+                     "photos, which it has not seen. By default one photo in six (none for "
+                     "fewer than six).",
             )
             w["face"] = gr.Dropdown(
                 [], value=None, label="Face to crop around", visible=False,

@@ -42,3 +42,31 @@ def test_odd_files_in_an_upload_are_each_judged_not_refused_as_a_batch(tmp_path:
     table = out[ui.rejected]
     assert table.equals(data_text.rejected_table(report))
     assert sorted(table["Photo"]) == ["jpg", "notes.txt"]
+
+
+def test_marking_a_photo_for_scoring_only_keeps_it_from_training(tmp_path: Path) -> None:
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    for i in range(7):
+        Image.effect_noise((160, 160), 40 + i * 10).convert("RGB").save(uploads / f"p{i}.png")
+    studio = Studio(tmp_path / "ws")
+    with gr.Blocks():
+        ui = build_widgets(studio)
+    handlers = DataHandlers(studio, ui)
+    handlers.prepare("rex", sorted(str(p) for p in uploads.iterdir()), "object", 64, 2.2)
+    report = studio.photos("rex")
+    default = report.held_out
+    assert len(default) == 1  # one in six, applied at preparation
+    assert handlers.show_photo("rex", default[0])[ui.held_out] is True
+
+    first = report.kept[0].output
+    out = handlers.hold_out("rex", first, True)
+    report = studio.photos("rex")
+    assert first in report.held_out and first not in [r.output for r in report.used]
+    assert "2 kept for scoring only" in out[ui.summary] and "5 will be trained on" in out[ui.summary]
+    assert "For scoring only" in out[ui.photo_text]
+    assert handlers.show_photo("rex", first)[ui.held_out] is True
+
+    handlers.hold_out("rex", first, False)
+    assert studio.photos("rex").held_out == default
+    assert handlers.show_photo("rex", first)[ui.held_out] is False
