@@ -66,6 +66,19 @@ def test_dino_preprocessing_resizes_the_shorter_side_to_256_before_cropping():
     assert pixels[0, 112, 0] > _normalised(GREEN)[0] + 1.0  # red at the very edge
 
 
+def test_dino_preprocessing_matches_the_reference_transform(dog_photos):
+    # DINO's evaluation code builds this transform with torchvision; where torchvision is
+    # installed, our PIL + torch version must give the same pixels.
+    transforms = pytest.importorskip("torchvision.transforms")
+    reference = transforms.Compose([
+        transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(224), transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    images = [Image.open(p).convert("RGB") for p in dog_photos[:2]] + [_banded(301, 170)]
+    for image in images:
+        assert torch.allclose(dino_preprocess([image])[0], reference(image), atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def scorer_dirs(tmp_path_factory):
     return build_tiny_scorers(tmp_path_factory.mktemp("scorers"))
