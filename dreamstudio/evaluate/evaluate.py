@@ -116,6 +116,7 @@ def evaluate(
     emit(EvalProgress("loading", 0, total, "Loading the DINO and CLIP models"))
     dino = dino or DinoScorer(config.dino_model, device=generator.device)
     clip = clip or ClipScorer(config.clip_model, device=generator.device)
+    report.preprocessing = {"dino": dino.preprocessing, "clip": clip.preprocessing}
     emit(EvalProgress("loading", 0, total, f"Embedding the photos in {config.real_images_dir}"))
     files, report.compared_with = real_photo_files(config.real_images_dir)
     real_dino, real_clip, used, skipped = _embed_real_photos(

@@ -2,6 +2,7 @@
 
 Subject fidelity (DINO, CLIP-I): mean cosine similarity over every (generated, real) pair.
 Prompt fidelity (CLIP-T): mean cosine similarity between each image and its own prompt.
+Leak: subject fidelity (DINO) of images drawn from the class prompt without the identifier.
 """
 
 from __future__ import annotations
@@ -75,3 +76,24 @@ def prompt_fidelity(img_emb: torch.Tensor, text_emb: torch.Tensor) -> float:
             f"and {tuple(text.shape)})."
         )
     return float((img * text).sum(dim=-1).mean())
+
+
+# How far a LoRA's leak may rise above the base model's before it is flagged, in DINO cosine
+# units. Compared with the base model rather than a fixed level, because a common breed or a
+# plain object already looks somewhat like the subject without any LoRA; the margin is a
+# judgement call, so every caller can pass its own.
+DEFAULT_LEAK_MARGIN = 0.05
+
+
+def leak_score(class_emb: torch.Tensor, subject_emb: torch.Tensor) -> float:
+    """The paper's prior-preservation check: mean DINO similarity of images drawn from the
+    class prompt without the identifier ("a photo of a dog") to the subject's photos."""
+    return subject_fidelity(class_emb, subject_emb)
+
+
+def leak_flagged(lora_leak: float, base_leak: float,
+                 margin: float = DEFAULT_LEAK_MARGIN) -> bool:
+    """Whether a LoRA's leak exceeds the base model's by more than `margin`."""
+    if margin < 0:
+        raise ValueError(f"the leak margin must be 0 or more (got {margin}).")
+    return lora_leak - base_leak > margin

@@ -44,6 +44,9 @@ class EvalReport:
     # for scoring only, never trained on: the honest measure) or "training".
     compared_with: str = "training"
     reference: tuple[ReferenceRow, ...] = PAPER_REFERENCE
+    # How each scorer prepared its images ({"dino": ..., "clip": ...}), so a reader can tell
+    # whether the numbers are comparable with the paper's.
+    preprocessing: dict[str, str] = field(default_factory=dict)
     status: str = "completed"  # or "cancelled" (rows then hold the prompts finished)
     seconds: float = 0.0
 
@@ -65,6 +68,7 @@ class EvalReport:
             "kind": self.config.get("kind"),
             "dino_model": self.config.get("dino_model"),
             "clip_model": self.config.get("clip_model"),
+            "preprocessing": self.preprocessing,
             "config": self.config,
             "rows": [dataclasses.asdict(r) for r in self.rows],
             "means": self.means,

@@ -104,7 +104,7 @@ def test_empty_instance_folder(tiny_model, tmp_path):
 
 # The flags users type (README "Command line"); renaming one breaks their scripts.
 FLAGS = {
-    "prepare": "input_dir output_dir --mode --size --face-margin",
+    "prepare": "input_dir output_dir --mode --size --face-margin --no-hold-out",
     "train": "--model --model-config --instance-dir --instance-prompt --output --class-dir "
              "--class-prompt --num-class-images --prior-loss-weight --steps --lr "
              "--text-encoder-lr --no-text-encoder --rank --resolution --seed --batch-size "

@@ -241,6 +241,8 @@ def test_evaluate_end_to_end(tiny_model, lora_dir, small_dog_dir, scorer_dirs,
             assert getattr(row, m) == pytest.approx(value, abs=1e-4), m
 
     data = json.loads((out / "fidelity.json").read_text())
+    assert data["preprocessing"] == {"dino": dino.preprocessing, "clip": clip.preprocessing}
+    assert "centre crop" in data["preprocessing"]["dino"]
     assert [r["clip_t_prompt"] for r in data["rows"]] == ["a dog in the jungle",
                                                           "a dog in the snow"]
     for m in ("dino", "clip_i", "clip_t"):
