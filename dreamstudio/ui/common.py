@@ -36,7 +36,13 @@ def guarded(message: str | Callable) -> Callable[[Callable], Callable]:
     widget = message if callable(message) else operator.attrgetter(message)
 
     def decorate(fn: Callable) -> Callable:
-        def shown(self, exc: DreamStudioError) -> dict:
+        def failed(self, exc: Exception) -> dict:
+            """The update showing `exc`, called inside the handler's except clause."""
+            if isinstance(exc, gr.Error):
+                raise exc
+            if not isinstance(exc, DreamStudioError):
+                log.exception("%s failed", fn.__name__)
+                raise gr.Error(short_error(exc)) from None
             gr.Warning(str(exc))
             return {widget(self.ui): f"⚠️ {exc}"}
 
@@ -45,13 +51,8 @@ def guarded(message: str | Callable) -> Callable[[Callable], Callable]:
             def streaming(self, *args, **kwargs):
                 try:
                     yield from fn(self, *args, **kwargs)
-                except DreamStudioError as exc:
-                    yield shown(self, exc)
-                except gr.Error:
-                    raise
-                except Exception as exc:  # the app must survive any handler failure
-                    log.exception("%s failed", fn.__name__)
-                    raise gr.Error(short_error(exc)) from None
+                except Exception as exc:  # noqa: BLE001 - failed() re-raises what it does not show
+                    yield failed(self, exc)
 
             return streaming
 
@@ -59,13 +60,8 @@ def guarded(message: str | Callable) -> Callable[[Callable], Callable]:
         def wrapper(self, *args, **kwargs):
             try:
                 return fn(self, *args, **kwargs)
-            except DreamStudioError as exc:
-                return shown(self, exc)
-            except gr.Error:
-                raise
-            except Exception as exc:  # the app must survive any handler failure
-                log.exception("%s failed", fn.__name__)
-                raise gr.Error(short_error(exc)) from None
+            except Exception as exc:  # noqa: BLE001 - failed() re-raises what it does not show
+                return failed(self, exc)
 
         return wrapper
 
