@@ -6,23 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dreamstudio.config import GenerateConfig, TrainConfig
+from dreamstudio.config import GenerateConfig
 from dreamstudio.errors import InputError
 from dreamstudio.generate.generator import Generator
 from dreamstudio.generate.png_metadata import read_parameters
-from dreamstudio.train.trainer import train
 
 PROMPT = "a photo of sks dog"
-
-
-@pytest.fixture(scope="module")
-def lora_dir(tiny_model, small_dog_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("gen-lora")
-    # A high learning rate makes both LoRAs move far from zero in a few steps.
-    train(TrainConfig(model=str(tiny_model), instance_dir=small_dog_dir, instance_prompt=PROMPT,
-                      output_dir=out, steps=15, resolution=64, learning_rate=5e-3,
-                      text_encoder_lr=5e-3))
-    return out
 
 
 @pytest.fixture(scope="module")

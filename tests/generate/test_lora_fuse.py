@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
-from dreamstudio.config import GenerateConfig, TrainConfig
+from dreamstudio.config import GenerateConfig
 from dreamstudio.generate.generator import Generator
-from dreamstudio.train.trainer import train
 
 PROMPT = "a photo of sks dog"
-
-
-@pytest.fixture(scope="module")
-def lora_dir(tiny_model, small_dog_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("fold-lora")
-    train(TrainConfig(model=str(tiny_model), instance_dir=small_dog_dir, instance_prompt=PROMPT,
-                      output_dir=out, steps=15, resolution=64, learning_rate=5e-3,
-                      text_encoder_lr=5e-3))
-    return out
 
 
 def _image(generator, **kw):
