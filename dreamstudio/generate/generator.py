@@ -166,9 +166,9 @@ class Generator:
 
     def _prompt_embeddings(self, config: GenerateConfig) -> tuple[torch.Tensor, torch.Tensor]:
         """(prompt, negative prompt) embeddings of one image, kept until the prompt, the
-        negative prompt or the text-encoder LoRA (its folder or scale) changes."""
+        negative prompt or the text-encoder scale changes (a new LoRA or model drops them)."""
         te_scale = (self._weights or {}).get("text_encoder")
-        key = (config.prompt, config.negative_prompt, self._lora_dir, te_scale, self.lora_loads)
+        key = (config.prompt, config.negative_prompt, te_scale)
         if self._embeddings is None or self._embeddings[0] != key:
             with torch.no_grad():
                 # The pipeline's own encoder, so the pixels equal a plain pipeline call's.
