@@ -97,8 +97,8 @@ def image_difference(image, reference) -> dict:
     a = np.asarray(image).astype(np.float64)
     b = np.asarray(reference).astype(np.float64)
     mse = float(np.mean((a - b) ** 2))
-    psnr = float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
-    return {"psnr_db": round(psnr, 2) if mse else None, "identical": mse == 0,
+    psnr = round(float(10 * np.log10(255**2 / mse)), 2) if mse else None  # None: identical
+    return {"psnr_db": psnr, "identical": mse == 0,
             "max_pixel_difference": int(np.abs(a - b).max()),
             "mean_pixel_difference": round(float(np.abs(a - b).mean()), 3)}
 
