@@ -49,8 +49,10 @@ PAPER_LIVE_CLASSES: frozenset[str] = frozenset({"cat", "dog"})
 
 # The app also teaches people (face crops); outfits and hats suit them as they suit pets,
 # so these nouns pick the live list too when no kind is given. Explicit kinds always win.
-LIVE_CLASSES: frozenset[str] = PAPER_LIVE_CLASSES | frozenset({
+PERSON_CLASSES: frozenset[str] = frozenset({
     "person", "man", "woman", "boy", "girl", "child", "kid", "baby", "guy", "lady",
+})
+LIVE_CLASSES: frozenset[str] = PAPER_LIVE_CLASSES | PERSON_CLASSES | frozenset({
     "puppy", "kitten", "animal", "pet", "horse", "bird", "rabbit", "bunny",
 })
 
@@ -101,6 +103,11 @@ LIVE_PROMPTS: tuple[str, ...] = _SHARED_START + (
     "a {0} {1} wearing a yellow shirt",
     "a {0} {1} in a purple wizard outfit",
 ) + _SHARED_END
+
+
+def is_person(class_noun: str) -> bool:
+    """Whether the class is people, whose likeness is measured by face identity too."""
+    return class_noun.strip().lower() in PERSON_CLASSES
 
 
 def infer_kind(class_noun: str) -> str:

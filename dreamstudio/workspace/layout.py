@@ -5,6 +5,7 @@
     <root>/subjects/<name>/loras/<run>/   pytorch_lora_weights.safetensors + config
     <root>/subjects/<name>/generated/     generated PNGs (and grids) with their parameters
     <root>/subjects/<name>/evaluations/<lora>-<time>/   fidelity scores and their images
+    <root>/subjects/<name>/tunes/<run>/   a run's scored sweep (tune.json/.csv/.png, images)
     <root>/generated/                     images of the base model alone
     <root>/class_images/<key>/            class images, shared by subjects of one class
 
@@ -98,6 +99,10 @@ class Workspace:
 
     def evaluations_dir(self, subject: str) -> Path:
         return self.subject_dir(subject) / "evaluations"
+
+    def tunes_dir(self, subject: str, run_name: str) -> Path:
+        """A run's sweep: one folder per run, so a rerun or a wider sweep finds its images."""
+        return self.subject_dir(subject) / "tunes" / safe_name(run_name, "run")
 
     def run_dir(self, subject: str, run_name: str) -> Path:
         return self.loras_dir(subject) / safe_name(run_name, "run")
