@@ -1,0 +1,131 @@
+"""What the Tune tab says: value lists read from the grid syntax, the candidates' choices,
+the progress line, the result's table and the recommendation (pure: no widgets, no model)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..studio import GridAxis
+
+if TYPE_CHECKING:
+    from ..studio import Candidate, CellScore, SweepResult, TuneProgress
+
+# Which photos subject fidelity was measured against, as the page says it.
+COMPARED_WITH = {
+    "held_out": "held-out photos (never trained on)",
+    "training": "the training photos — no photos were held out, so these numbers are "
+                "optimistic",
+}
+PHASES = {"loading": "loading", "timing": "timing", "drawing": "drawing",
+          "scoring": "scoring", "done": "done", "cancelled": "stopped"}
+IDLE = ("Pick a run and the values to try, then **Estimate** (how many images, about how "
+        "long) or **Run sweep**.")
+
+
+def sweep_values(axis: str, text: str) -> list[float]:
+    """The values a box lists for `axis` ("unet_scale", "text_encoder_scale", "guidance"),
+    in the X/Y grid's syntax ('0.6, 0.8, 1', '0.5-1 (+0.25)'); an InputError names the box."""
+    return [float(v) for v in GridAxis.parse(axis, text).values]
+
+
+def values_text(values: list[float]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
+
+
+def tolerance_fraction(percent: float) -> float:
+    """The slider's percent as TuneConfig's fraction (5 -> 0.05)."""
+    return round(float(percent) / 100, 6)
+
+
+def tolerance_percent(fraction: float) -> float:
+    return round(float(fraction) * 100, 4)
+
+
+def candidate_choices(candidates: list[Candidate]) -> list[tuple[str, str]]:
+    """(label, name) for the checkboxes, in the run's order (checkpoints, then final)."""
+    return [(c.label, c.name) for c in candidates]
+
+
+def default_candidates(candidates: list[Candidate]) -> list[str]:
+    """The final LoRA when there is one (it comes last), else the last checkpoint."""
+    return [candidates[-1].name] if candidates else []
+
+
+def progress_text(p: TuneProgress) -> str:
+    """'image 12/48 · drawing · final, UNet 0.8, ...' (just the phase while nothing counts)."""
+    parts = [f"image {p.done}/{p.total}"] if p.total else []
+    parts.append(PHASES.get(p.phase, p.phase))
+    if p.message:
+        parts.append(p.message)
+    return " · ".join(parts)
+
+
+def compared_with_text(compared_with: str) -> str:
+    return COMPARED_WITH.get(compared_with, compared_with)
+
+
+def _f(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _cell_words(cell: CellScore, uses_face: bool) -> str:
+    scores = f"DINO {_f(cell.dino)}, CLIP-I {_f(cell.clip_i)}, CLIP-T {_f(cell.clip_t)}"
+    if uses_face:
+        scores += f", face {_f(cell.face)}"
+    return scores
+
+
+def recommendation_text(result: SweepResult) -> str:
+    """The result in words: stopped or done, the recommendation and why, the rule, and
+    which photos fidelity was measured against."""
+    lines = []
+    if result.status != "completed":
+        lines.append(f"### ⏹️ Stopped after {len(result.cells)} cell(s)\nThe images drawn so "
+                     "far are kept: running the sweep again reuses them. No recommendation "
+                     "for a sweep that was stopped.")
+    rec = result.recommendation
+    if rec is not None:
+        if rec.cell is not None:
+            lines.append(f"### ✅ Recommended: {rec.cell.label}\n"
+                         f"{_cell_words(rec.cell, result.uses_face)}. {rec.reason}")
+        else:
+            lines.append(f"### No cell passes the rule\n{rec.reason}")
+        lines.append(f"**Rule:** {rec.rule}")
+    lines.append(f"Subject fidelity was measured against the "
+                 f"{compared_with_text(result.compared_with)}."
+                 if result.compared_with == "training" else
+                 f"Subject fidelity was measured against the subject's "
+                 f"{compared_with_text(result.compared_with)}.")
+    lines.append(f"{result.drawn} image(s) drawn, {result.reused} reused from an earlier "
+                 f"sweep; drawing {result.seconds_drawing:.0f} s, scoring "
+                 f"{result.seconds_scoring:.0f} s.")
+    return "\n\n".join(lines)
+
+
+def files_list(result: SweepResult) -> list[str]:
+    """The result's files that exist, in the order json, csv, png."""
+    return [str(result.files[k]) for k in ("json", "csv", "png") if result.files.get(k)]
+
+
+# TODO(tune/report.py): the page's table is report.table_rows once it is on main.
+TABLE_COLUMNS = ["candidate", "step", "unet_scale", "text_encoder_scale", "guidance", "dino",
+                 "clip_i", "clip_t", "face", "leak", "leak_flagged", "pareto", "recommended"]
+
+
+def table_rows(result: SweepResult) -> tuple[list[str], list[list]]:
+    """Headers and rows: the base model's rows first, then every cell, to 3 decimals."""
+    rec = result.recommendation
+    best = rec.cell.key if rec and rec.cell else None
+    front = set(map(tuple, rec.pareto)) if rec else set()
+
+    def yes(flag: bool | None) -> str:
+        return "" if flag is None else ("yes" if flag else "no")
+
+    def r(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    rows = [[c.candidate, c.step, c.unet_scale, c.text_encoder_scale, c.guidance, r(c.dino),
+             r(c.clip_i), r(c.clip_t), r(c.face), r(c.leak), yes(c.leak_flagged),
+             yes(not c.is_base and c.key in front), yes(not c.is_base and c.key == best)]
+            for c in [*result.base, *result.cells]]
+    return list(TABLE_COLUMNS), rows
