@@ -1,5 +1,5 @@
-"""The whole app: a header and the Data, Train, Generate and Evaluate tabs, wired to one
-Studio."""
+"""The whole app: a header and the Data, Train, Generate, Evaluate and Tune tabs, wired to
+one Studio."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from .data_tab import build_data_tab
 from .evaluate_tab import build_evaluate_tab
 from .generate_tab import build_generate_tab
 from .train_tab import build_train_tab
+from .tune_tab import GenerateTargets, build_tune_tab
 
 THEME = gr.themes.Soft()
 CSS = """
@@ -25,7 +26,7 @@ def _header(studio: Studio) -> str:
     return (
         "# DreamStudio\n"
         "Teach Stable Diffusion **one subject** from 3-20 photos: "
-        "**1 · Data** → **2 · Train** → **3 · Generate** → **4 · Evaluate**.\n\n"
+        "**1 · Data** → **2 · Train** → **3 · Generate** → **4 · Evaluate** → **5 · Tune**.\n\n"
         f"Base model: `{studio.model}` ({kind}, loaded on first use) · device: {device} · "
         f"workspace: `{studio.workspace.root}`"
     )
@@ -37,7 +38,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
     # see launch.py); the app keeps its own copies, so cached files may go after a day.
     with gr.Blocks(title="DreamStudio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(_header(studio), elem_classes="ds-header")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("1 · Data", id="data"):
                 data = build_data_tab(studio)
             with gr.Tab("2 · Train", id="train") as train_tab_item:
@@ -46,6 +47,13 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 generate = build_generate_tab(studio)
             with gr.Tab("4 · Evaluate", id="evaluate") as evaluate_tab_item:
                 evaluate = build_evaluate_tab(studio)
+            with gr.Tab("5 · Tune", id="tune") as tune_tab_item:
+                # "Use this in Generate" fills the Generate tab's controls and opens it.
+                g = generate.settings
+                tune = build_tune_tab(studio, GenerateTargets(
+                    lora=generate.lora, known=generate.known, unet_scale=g["unet_scale"],
+                    text_encoder_scale=g["text_encoder_scale"], guidance=g["guidance"],
+                    tabs=tabs))
 
         # The page is built once at startup, so its lists go stale as subjects are prepared
         # and runs finish: refresh them when a page opens and when a tab is opened (cheap
@@ -57,6 +65,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
         demo.load(generate.refresh_history, generate.lora, generate.history_outputs, **quiet)
         demo.load(evaluate.refresh_loras, evaluate.lora, evaluate.lora, **quiet)
         evaluate_tab_item.select(evaluate.refresh_loras, evaluate.lora, evaluate.lora, **quiet)
+        tune_tab_item.select(tune.refresh, [tune.subject, tune.run], tune.outputs, **quiet)
         data.prepare_event.then(train.refresh_subjects, train.subject, train.subject, **quiet)
         train_tab_item.select(train.refresh_subjects, train.subject, train.subject, **quiet)
         generate_tab_item.select(generate.refresh_loras, [generate.lora, generate.known],

@@ -48,6 +48,7 @@ class GenerateTab:
     load_loras: Callable  # () -> the same, for a freshly opened page
     history_outputs: list  # what refresh_history fills
     refresh_history: Callable  # (lora label) -> {history gallery, file names, note}
+    settings: dict  # the controls by GenerateConfig name (the Tune tab fills some)
 
 
 def lora_choices(studio: Studio) -> list[str]:
@@ -261,7 +262,7 @@ def build_generate_tab(studio: Studio) -> GenerateTab:
     _wire(handlers, ui)
     return GenerateTab(lora=ui.lora, known=ui.known, refresh_loras=handlers.refresh,
                        load_loras=handlers.load, history_outputs=ui.history_outputs,
-                       refresh_history=handlers.show_history)
+                       refresh_history=handlers.show_history, settings=ui.settings)
 
 
 def _wire(handlers: GenerateHandlers, ui: GenerateWidgets) -> None:
