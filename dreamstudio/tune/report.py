@@ -115,8 +115,8 @@ def _row(cell: CellScore, result: SweepResult, rounding: int | None) -> list:
             number(cell.text_encoder_scale), number(cell.guidance), number(cell.dino),
             number(cell.clip_i), number(cell.clip_t), number(cell.face), cell.face_found,
             cell.face_misses, number(cell.leak), _yes(cell.leak_flagged),
-            _yes(cell.key in pareto_keys(result) and not cell.is_base),
-            _yes(cell.key == recommended_key(result) and not cell.is_base)]
+            _yes(cell.key in pareto_keys(result)),
+            _yes(cell.key == recommended_key(result))]
 
 
 def csv_text(result: SweepResult) -> str:
