@@ -55,7 +55,10 @@ from .train.presets import PRESETS
 from .train.resume import check_resumable
 from .tune.candidates import Candidate
 from .tune.config import TuneConfig
+from .tune.plot import draw_scatter
+from .tune.report import table_rows as tune_table_rows
 from .tune.results import CellScore, SweepPlan, SweepResult, TuneProgress
+from .tune.rule import recommend
 from .workspace import locks
 from .workspace.layout import LoraEntry, LoraFacts, Workspace
 from .workspace.runs import (
@@ -352,10 +355,11 @@ class Studio:
 # dreamstudio.config and dreamstudio.errors); tests/test_layering.py holds it to that.
 __all__ = [
     "AXES", "CSV_NAME", "DEFAULT_MODEL", "JSON_NAME", "MAX_CELLS", "NO_AXIS", "PAPER_REFERENCE",
-    "PRESETS", "SAMPLER_NAMES", "Candidate", "CellScore", "ClassImageSet", "EvalConfig", "EvalProgress", "EvalReport",
-    "GridAxis", "GridConfig", "GridProgress", "GridResult", "HistoryItem", "IdentifierCheck",
-    "JobStatus", "LoraEntry", "LoraFacts", "PhotoResult", "PrepareConfig", "PrepareReport",
-    "RunInfo", "StepClock", "Studio", "SweepPlan", "SweepResult", "TuneConfig", "TuneProgress",
-    "a1111_parameters", "class_noun_of", "compose_prompts",
-    "describe_source", "parse_template_prompt", "run_log_path", "settings_from",
+    "PRESETS", "SAMPLER_NAMES", "Candidate", "CellScore", "ClassImageSet", "EvalConfig",
+    "EvalProgress", "EvalReport", "GridAxis", "GridConfig", "GridProgress", "GridResult",
+    "HistoryItem", "IdentifierCheck", "JobStatus", "LoraEntry", "LoraFacts", "PhotoResult",
+    "PrepareConfig", "PrepareReport", "RunInfo", "StepClock", "Studio", "SweepPlan", "SweepResult",
+    "TuneConfig", "TuneProgress", "a1111_parameters", "class_noun_of", "compose_prompts",
+    "describe_source", "draw_scatter", "parse_template_prompt", "recommend", "run_log_path",
+    "settings_from", "tune_table_rows",
 ]

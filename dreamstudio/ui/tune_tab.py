@@ -13,7 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from ..errors import InputError
-from ..studio import Studio, SweepResult
+from ..studio import Studio, SweepResult, draw_scatter, tune_table_rows
 from . import tune_text as text
 from .common import guarded
 from .evaluate_tab import offered_scorer
@@ -61,8 +61,9 @@ def tunable_subjects(studio: Studio) -> list[str]:
     return [s for s in studio.subjects() if run_names(studio, s)]
 
 
-def empty_table() -> pd.DataFrame:
-    return pd.DataFrame([], columns=text.TABLE_COLUMNS)
+def table(result: SweepResult) -> pd.DataFrame:
+    headers, rows = tune_table_rows(result)
+    return pd.DataFrame(rows, columns=headers)
 
 
 class TuneHandlers:
@@ -109,21 +110,37 @@ class TuneHandlers:
             for name in VALUE_AXES:
                 if saved.get(name):
                     update[ui.settings[name]] = text.values_text(saved[name])
+            if saved.get("clip_t_tolerance") is not None:
+                update[ui.settings["clip_t_tolerance"]] = text.tolerance_percent(
+                    saved["clip_t_tolerance"])
             update[ui.status] = (f"Showing the sweep saved for **{subject} / {run}**; its "
                                  "values are in the boxes. Run it again or widen it: the "
                                  "images already drawn are reused.")
         update[ui.candidates] = gr.update(choices=choices, value=chosen)
         return {**update, **self.result_view(result)}
 
-    def result_view(self, result: SweepResult | None) -> dict:
+    def result_view(self, result: SweepResult | None, tolerance: float | None = None) -> dict:
+        """The result's plot, table, recommendation and files; judged at `tolerance` (a
+        fraction) when given, the plot then drawn again for that pick."""
         ui = self.ui
         if result is None:
-            return {ui.plot: None, ui.table: empty_table(), ui.summary: NO_RESULT,
+            return {ui.plot: None, ui.table: pd.DataFrame(), ui.summary: NO_RESULT,
                     ui.files: None}
-        headers, rows = text.table_rows(result)
-        return {ui.plot: result.files.get("png"), ui.table: pd.DataFrame(rows, columns=headers),
-                ui.summary: text.recommendation_text(result),
+        judged = result if tolerance is None else text.rejudged(result, tolerance)
+        plot = result.files.get("png") if judged is result else draw_scatter(judged)
+        summary = text.recommendation_text(judged)
+        if note := text.rejudged_note(judged, result):
+            summary += "\n\n" + note
+        return {ui.plot: plot, ui.table: table(judged), ui.summary: summary,
                 ui.files: text.files_list(result) or None}
+
+    @guarded("summary")
+    def rejudge(self, subject: str | None, run: str | None, tolerance_percent: float):
+        """The saved sweep judged at the slider's CLIP-T tolerance: nothing is drawn."""
+        result = self.studio.last_tune(subject, run) if subject and run else None
+        if result is None:
+            return {}
+        return self.result_view(result, text.tolerance_fraction(tolerance_percent))
 
     # ---- Estimate and sweep ---------------------------------------------------------------
     def _config(self, v: dict):
@@ -179,13 +196,16 @@ class TuneHandlers:
 
     # ---- Use the recommendation ---------------------------------------------------------
     @guarded("use_note")
-    def use(self, subject: str | None, run: str | None):
-        """The recommended LoRA and sliders into the Generate tab, which is then opened."""
+    def use(self, subject: str | None, run: str | None, tolerance_percent: float | None = None):
+        """The recommended LoRA and sliders (at the slider's CLIP-T tolerance, in percent;
+        default the sweep's) into the Generate tab, which is then opened."""
         if not subject or not run:
             raise InputError("Pick a subject and one of its runs first.")
         result = self.studio.last_tune(subject, run)
         if result is None:
             raise InputError(f"{subject} / {run} has no sweep yet: press Run sweep first.")
+        if tolerance_percent is not None:
+            result = text.rejudged(result, text.tolerance_fraction(tolerance_percent))
         rec = result.recommendation
         if rec is None or rec.cell is None:
             why = rec.reason if rec else "the sweep was stopped before it finished"
@@ -228,8 +248,9 @@ def build_tune_tab(studio: Studio, targets: GenerateTargets | None = None) -> Tu
 
 def _wire(handlers: TuneHandlers, ui: TuneWidgets, targets: GenerateTargets | None) -> list:
     quiet = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
-    shown = [ui.candidates, *(ui.settings[n] for n in VALUE_AXES), *ui.result_outputs,
-             ui.status]
+    tolerance = ui.settings["clip_t_tolerance"]
+    shown = [ui.candidates, *(ui.settings[n] for n in VALUE_AXES), tolerance,
+             *ui.result_outputs, ui.status]
     refreshed = [ui.subject, ui.run, *shown]
     ui.refresh.click(handlers.refresh, [ui.subject, ui.run], refreshed, **quiet)
     ui.subject.input(handlers.pick_subject, [ui.subject, ui.run], [ui.run, *shown], **quiet)
@@ -248,6 +269,9 @@ def _wire(handlers: TuneHandlers, ui: TuneWidgets, targets: GenerateTargets | No
     # Not queued: it must run while a sweep holds the queue.
     ui.stop_btn.click(handlers.stop, None, ui.status, api_name="stop_tune", queue=False)
     use_outputs = [*(targets.outputs if targets else []), ui.use_note]
-    ui.use_btn.click(handlers.use, [ui.subject, ui.run], use_outputs, api_name="tune_use",
-                     queue=False)
+    ui.use_btn.click(handlers.use, [ui.subject, ui.run, tolerance], use_outputs,
+                     api_name="tune_use", queue=False)
+    # The rule is applied again to the saved scores as the tolerance moves (no drawing).
+    tolerance.input(handlers.rejudge, [ui.subject, ui.run, tolerance], ui.result_outputs,
+                    api_name="tune_rejudge", show_progress="hidden", trigger_mode="always_last")
     return refreshed

@@ -3,9 +3,10 @@ the progress line, the result's table and the recommendation (pure: no widgets, 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
-from ..studio import GridAxis
+from ..studio import GridAxis, recommend
 
 if TYPE_CHECKING:
     from ..studio import Candidate, CellScore, SweepResult, TuneProgress
@@ -107,25 +108,26 @@ def files_list(result: SweepResult) -> list[str]:
     return [str(result.files[k]) for k in ("json", "csv", "png") if result.files.get(k)]
 
 
-# TODO(tune/report.py): the page's table is report.table_rows once it is on main.
-TABLE_COLUMNS = ["candidate", "step", "unet_scale", "text_encoder_scale", "guidance", "dino",
-                 "clip_i", "clip_t", "face", "leak", "leak_flagged", "pareto", "recommended"]
+
+def sweep_tolerance(result: SweepResult) -> float | None:
+    return result.config.get("clip_t_tolerance")
 
 
-def table_rows(result: SweepResult) -> tuple[list[str], list[list]]:
-    """Headers and rows: the base model's rows first, then every cell, to 3 decimals."""
-    rec = result.recommendation
-    best = rec.cell.key if rec and rec.cell else None
-    front = set(map(tuple, rec.pareto)) if rec else set()
+def rejudged(result: SweepResult, tolerance: float) -> SweepResult:
+    """`result` judged at CLIP-T `tolerance` (a fraction): the same cells and scores, the
+    rule's pick for that tolerance. A stopped sweep has no pick to change."""
+    if result.recommendation is None or sweep_tolerance(result) == tolerance:
+        return result
+    return dataclasses.replace(
+        result, recommendation=recommend(result.cells, result.base, tolerance,
+                                         result.uses_face),
+        config={**result.config, "clip_t_tolerance": tolerance})
 
-    def yes(flag: bool | None) -> str:
-        return "" if flag is None else ("yes" if flag else "no")
 
-    def r(value: float | None) -> float | None:
-        return None if value is None else round(value, 3)
-
-    rows = [[c.candidate, c.step, c.unet_scale, c.text_encoder_scale, c.guidance, r(c.dino),
-             r(c.clip_i), r(c.clip_t), r(c.face), r(c.leak), yes(c.leak_flagged),
-             yes(not c.is_base and c.key in front), yes(not c.is_base and c.key == best)]
-            for c in [*result.base, *result.cells]]
-    return list(TABLE_COLUMNS), rows
+def rejudged_note(result: SweepResult, saved: SweepResult) -> str:
+    """A line when the page judges at another tolerance than the saved sweep did."""
+    if result is saved or sweep_tolerance(saved) is None:
+        return ""
+    return (f"Judged at a CLIP-T tolerance of {tolerance_percent(sweep_tolerance(result)):g}% "
+            f"(the saved sweep used {tolerance_percent(sweep_tolerance(saved)):g}%; its files "
+            "keep that). Nothing was drawn again.")

@@ -17,11 +17,11 @@ from dreamstudio.tune.results import (
     BASE,
     FINAL,
     CellScore,
-    Recommendation,
     SweepPlan,
     SweepResult,
     TuneProgress,
 )
+from dreamstudio.tune.rule import recommend
 from dreamstudio.ui.generate_widgets import build_widgets as build_generate_widgets
 from dreamstudio.ui.loras import BASE_MODEL
 from dreamstudio.ui.tune_tab import GenerateTargets, TuneHandlers
@@ -30,15 +30,15 @@ from dreamstudio.ui.tune_widgets import build_widgets
 SUBJECT, RUN = "dog", "run1"
 
 
-def _result(folder: Path, config: dict | None = None) -> SweepResult:
+def _result(folder: Path, config: dict) -> SweepResult:
     png = folder / "tune.png"
     Image.new("RGB", (40, 30), "white").save(png)
     base = CellScore(BASE, None, 0.0, 0.0, 7.5, dino=0.2, clip_i=0.6, clip_t=0.31)
-    cells = [CellScore(FINAL, 4, u, 1.0, 7.5, dino=0.3 + u / 4, clip_i=0.7, clip_t=0.3)
-             for u in (0.6, 1.0)]
-    rec = Recommendation(cells[1], "Highest DINO within 5%.", "it passes.",
-                         [c.key for c in cells])
-    return SweepResult("completed", cells, [base], rec, config or {}, "held_out", False, {},
+    # UNet 1 looks more like the subject but falls 10% below the base model's CLIP-T.
+    cells = [CellScore(FINAL, 4, 0.6, 1.0, 7.5, dino=0.4, clip_i=0.7, clip_t=0.3),
+             CellScore(FINAL, 4, 1.0, 1.0, 7.5, dino=0.6, clip_i=0.8, clip_t=0.28)]
+    rec = recommend(cells, [base], config["clip_t_tolerance"], False)
+    return SweepResult("completed", cells, [base], rec, config, "held_out", False, {},
                        drawn=3, files={"json": str(folder / "tune.json"), "png": str(png)})
 
 
@@ -64,8 +64,8 @@ class FakeSweeps:
 
     def tune(self, config, progress=None, cancel: threading.Event | None = None):
         progress(TuneProgress("drawing", 1, 3, "final, UNet 0.6", Image.new("RGB", (8, 8))))
-        self.saved = _result(self.folder, {"unet_scales": [0.6, 1.0],
-                                           "candidates": [FINAL]})
+        self.saved = _result(self.folder, {"unet_scales": [0.6, 1.0], "candidates": [FINAL],
+                                           "clip_t_tolerance": config["clip_t_tolerance"]})
         return self.saved
 
     def use_tuned(self, subject, run, cell):
@@ -137,7 +137,8 @@ def test_sweep_streams_progress_then_shows_the_result(tab):
     last = updates[-1]
     assert last[ui.status].startswith("✅ Sweep done: 2 cell(s)")
     assert last[ui.plot].endswith("tune.png") and len(last[ui.table]) == 3
-    assert "Recommended: final, UNet 1" in last[ui.summary]
+    assert list(last[ui.table]["candidate"]) == [BASE, FINAL, FINAL]
+    assert "Recommended: final, UNet 0.6" in last[ui.summary]
     assert last[ui.files] == [str(Path(last[ui.plot]).with_name("tune.json")), last[ui.plot]]
 
 
@@ -146,6 +147,7 @@ def test_a_saved_sweep_is_shown_with_its_values_when_the_run_is_picked(tab):
     list(handlers.sweep(**_inputs(ui)))
     out = handlers.show_run(SUBJECT, RUN)
     assert out[ui.settings["unet_scales"]] == "0.6, 1"
+    assert out[ui.settings["clip_t_tolerance"]] == 5
     assert out[ui.candidates]["value"] == [FINAL]
     assert "Showing the sweep saved" in out[ui.status] and len(out[ui.table]) == 3
 
@@ -155,12 +157,27 @@ def test_use_this_fills_the_generate_controls_and_opens_the_tab(tab):
     out = handlers.use(SUBJECT, RUN)
     assert out[ui.use_note].startswith("⚠️") and "no sweep yet" in out[ui.use_note]
     list(handlers.sweep(**_inputs(ui)))
-    out = handlers.use(SUBJECT, RUN)
+    out = handlers.use(SUBJECT, RUN, 15)  # at 15% the likelier UNet 1 cell passes too
     assert fake.used == [(SUBJECT, RUN, (FINAL, 1.0, 1.0, 7.5))]
     assert out[t.lora]["value"] == f"{SUBJECT} / {RUN}"
     assert f"{SUBJECT} / {RUN}" in out[t.lora]["choices"] and out[t.known][0] == BASE_MODEL
     assert (out[t.unet_scale], out[t.text_encoder_scale], out[t.guidance]) == (1.0, 1.0, 7.5)
     assert out[t.tabs].selected == "generate"
+
+
+def test_moving_the_tolerance_judges_the_saved_sweep_again(tab):
+    _, ui, handlers, fake, _ = tab
+    assert handlers.rejudge(SUBJECT, RUN, 15) == {}  # no sweep yet: nothing changes
+    list(handlers.sweep(**_inputs(ui)))
+    out = handlers.rejudge(SUBJECT, RUN, 15)
+    assert "Recommended: final, UNet 1," in out[ui.summary]
+    assert "tolerance of 15%" in out[ui.summary] and "used 5%" in out[ui.summary]
+    assert isinstance(out[ui.plot], Image.Image)  # drawn again for the new pick
+    picked = out[ui.table].set_index("unet_scale")["recommended"]
+    assert (picked[1.0], picked[0.6]) == ("yes", "no")
+    same = handlers.rejudge(SUBJECT, RUN, 5)
+    assert same[ui.plot].endswith("tune.png") and "Judged at" not in same[ui.summary]
+    assert fake.saved.recommendation.cell.unet_scale == 0.6  # the saved sweep is unchanged
 
 
 def test_stop_without_a_sweep_says_so(tab):

@@ -18,6 +18,7 @@ from dreamstudio.tune.results import (
     SweepResult,
     TuneProgress,
 )
+from dreamstudio.tune.rule import recommend
 from dreamstudio.ui import tune_text as text
 
 
@@ -116,18 +117,24 @@ def test_no_passing_cell_and_a_stopped_sweep_are_said_as_such():
     assert "Rule" not in stopped
 
 
-def test_table_has_base_rows_first_and_marks_the_pick_and_the_trade_offs():
-    result = _result()
-    headers, rows = text.table_rows(result)
-    assert len(rows) == 3 and all(len(r) == len(headers) for r in rows)
-    col = {name: headers.index(name) for name in headers}
-    base, low, high = rows
-    assert base[col["candidate"]] == BASE and base[col["pareto"]] == "no"
-    assert base[col["clip_t"]] == 0.31  # rounded to 3 decimals
-    assert (low[col["recommended"]], low[col["pareto"]]) == ("yes", "yes")
-    assert (high[col["recommended"]], high[col["leak_flagged"]]) == ("no", "yes")
-    assert low[col["face"]] == 0.4 and high[col["face"]] is None
-    assert low[col["dino"]] == 0.501
+def test_the_saved_scores_are_judged_again_at_another_tolerance():
+    base = _cell(BASE, 0.0, 0.0, dino=0.2, clip_t=0.31)
+    near = _cell(FINAL, 0.6, dino=0.4, clip_t=0.30)  # 3% below the base model's CLIP-T
+    far = _cell(FINAL, 1.0, dino=0.6, clip_t=0.28)  # 10% below: likelier, less obedient
+    saved = SweepResult("completed", [near, far], [base], recommend([near, far], [base], 0.05,
+                                                                     False),
+                        {"clip_t_tolerance": 0.05}, "held_out", False, {})
+    assert saved.recommendation.cell is near
+    assert text.rejudged(saved, 0.05) is saved and text.rejudged_note(saved, saved) == ""
+    wider = text.rejudged(saved, 0.15)
+    assert wider.recommendation.cell is far and "15%" in wider.recommendation.rule
+    assert wider.config["clip_t_tolerance"] == 0.15 and saved.config["clip_t_tolerance"] == 0.05
+    assert "15%" in text.rejudged_note(wider, saved) and "used 5%" in text.rejudged_note(
+        wider, saved)
+    assert text.rejudged(saved, 0.0).recommendation.cell is None  # both fall below the base
+    stopped = SweepResult("cancelled", [near], [base], None, {"clip_t_tolerance": 0.05},
+                          "held_out", False, {})
+    assert text.rejudged(stopped, 0.15) is stopped
 
 
 def test_files_list_keeps_the_files_the_result_has():
