@@ -1,4 +1,4 @@
-"""Command line: `python -m dreamstudio prepare|train|generate|evaluate|tiny-model ...`.
+"""Command line: `python -m dreamstudio prepare|train|generate|evaluate|tune|tiny-model ...`.
 
 The parser only turns arguments into the same typed configs the app uses; every command
 ends in one clear line on failure and a non-zero exit. Options that set a config field are
@@ -19,17 +19,30 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import GenerateConfig, PrepareConfig, TrainConfig, check_not_a_file
+from .config import GenerateConfig, PrepareConfig, TrainConfig, check_not_a_file, default_of
 from .data.manifest import MANIFEST_NAME
 from .errors import DreamStudioError
 from .evaluate.config import EvalConfig
 from .evaluate.report import CSV_NAME, JSON_NAME
 from .generate.grid import AXES
+from .generate.grid.axes import parse_values
+from .tune.config import TuneConfig
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of usage + message
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _values_of(axis: str) -> Callable[[str], list]:
+    """A flag type for a list of values in the X/Y grid's syntax ('0.6, 0.8, 1', '0-1 [5]')."""
+    def parse(text: str) -> list:
+        try:
+            return parse_values(axis, text)
+        except DreamStudioError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+    parse.__name__ = "values"  # argparse names the type in its messages
+    return parse
 
 
 def _positive_int(text: str) -> int:
@@ -79,8 +92,9 @@ def add_field_options(parser: argparse.ArgumentParser, config_cls: type,
         spec = Flag(spec) if isinstance(spec, str) else spec
         f = fields[spec.field]
         flag = spec.flag or "--" + f.name.replace("_", "-")
-        has_default = f.default is not dataclasses.MISSING
-        default = f.default if has_default else None
+        has_default = not (f.default is dataclasses.MISSING
+                           and f.default_factory is dataclasses.MISSING)
+        default = default_of(config_cls, f.name) if has_default else None
         text = _help(spec.help or f.metadata.get("help"), default)
         kind = _value_type(hints[f.name])
         if kind is bool:
@@ -140,6 +154,16 @@ EVALUATE_OPTIONS = (
     "seed", "unet_scale", "text_encoder_scale", "height", "width", "dino_model", "clip_model",
 )
 
+TUNE_OPTIONS = (
+    Flag("candidates", type=str.split), Flag("unet_scales", type=_values_of("unet_scale")),
+    Flag("text_encoder_scales", type=_values_of("text_encoder_scale")),
+    Flag("guidances", type=_values_of("guidance")), "prompt_set",
+    Flag("images_per_prompt", type=_positive_int), Flag("steps", type=_positive_int), "seed",
+    "height", "width", "negative_prompt", "sampler", "precision", "leak_images",
+    "clip_t_tolerance", "leak_margin", "face_identity", "face_weights", "dino_model",
+    "clip_model", "identifier", "class_noun", "kind", "leak_prompt",
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m dreamstudio", description=__doc__.splitlines()[0])
@@ -181,6 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"Folder for the images, {JSON_NAME} and {CSV_NAME}.")
     add_field_options(e, EvalConfig, EVALUATE_OPTIONS)
     add_field_options(e, TrainConfig, ["device"])
+
+    u = sub.add_parser(
+        "tune",
+        help="Find the best LoRA and sliders of a run: a scored sweep with a recommendation.",
+    )
+    u.add_argument("--model", default=None,
+                   help="Base model (Hub id, diffusers folder or file); default: the one the "
+                        "run was trained on.")
+    add_field_options(u, TrainConfig, MODEL_OPTIONS[1:])
+    add_field_options(u, TuneConfig, [Flag("run_dir", "--run"),
+                                      Flag("real_images_dir", "--photos")])
+    u.add_argument("--output", type=Path, default=None,
+                   help="Folder for the images and tune.json/.csv/.png; default: tune/ in the "
+                        "run folder.")
+    add_field_options(u, TuneConfig, TUNE_OPTIONS)
+    u.add_argument("--estimate", action="store_true",
+                   help="Only say how many images the sweep draws and about how long it takes.")
+    add_field_options(u, TrainConfig, ["device"])
 
     m = sub.add_parser("tiny-model", help="Write a tiny random SD model (for tests/demos).")
     m.add_argument("output_dir", type=Path)
@@ -301,6 +343,53 @@ def evaluate_command(args) -> int:
     return 0
 
 
+def tune_command(args) -> int:
+    """Plan, time, sweep, print the table and the recommendation; 0 on success."""
+    from .core.models import DEFAULT_MODEL
+    from .generate.generator import Generator
+    from .tune.report import format_table
+    from .tune.scoring import load_scorers
+    from .tune.sweep import plan_sweep, run_sweep, time_sweep
+    from .workspace.runs import load_run_settings
+
+    config = config_from(args, TuneConfig)
+    output = args.output or config.run_dir / "tune"
+    check_not_a_file(output, "Output folder", "--output")
+    trained = load_run_settings(config.run_dir)
+    model = args.model or trained.get("model") or DEFAULT_MODEL
+    generator = Generator(model, device=args.device,
+                          model_config_dir=args.model_config_dir or trained.get(
+                              "model_config_dir"))
+    print(f"Sweeping run {config.run_dir} on {model}: identifier '{config.identifier}', "
+          f"class '{config.class_noun}'", flush=True)
+    plan, cells = plan_sweep(config, output, model)
+    print(time_sweep(plan, cells, config, generator, output).describe(), flush=True)
+    if args.estimate:
+        return 0
+    shown = []
+
+    def show(p) -> None:
+        per_step = p.phase == "drawing" and "(step" in p.message  # one line per draw
+        if not per_step and (not shown or shown[-1] != p.message):
+            shown.append(p.message)
+            print(f"[{p.phase} {p.done}/{p.total}] {p.message}", flush=True)
+
+    cancel = threading.Event()
+    try:
+        dino, clip, faces = load_scorers(
+            config.dino_model, config.clip_model,
+            config.face_weights if config.scores_faces else None, generator.device)
+        result = run_sweep(config, generator, output, dino, clip, faces, show, cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        print("stopped; the images drawn so far are reused by the next sweep", file=sys.stderr)
+        return 130
+    print(format_table(result))
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 def tiny_model_command(args) -> int:
     from .core.tiny_model import save_tiny_model
 
@@ -309,7 +398,8 @@ def tiny_model_command(args) -> int:
 
 
 COMMANDS = {"prepare": prepare_command, "train": train_command, "generate": generate_command,
-            "evaluate": evaluate_command, "tiny-model": tiny_model_command}
+            "evaluate": evaluate_command, "tune": tune_command,
+            "tiny-model": tiny_model_command}
 
 
 def describe_os_error(exc: OSError) -> str:

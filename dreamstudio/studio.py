@@ -21,12 +21,11 @@ from .data.manifest import PhotoResult, PrepareReport, load_manifest
 from .data.prepare import prepare_subject
 from .errors import InputError
 from .evaluate.evaluate import EvalConfig, EvalProgress, EvalReport
-from .evaluate.evaluate import evaluate as run_evaluation
 from .evaluate.metrics import PAPER_REFERENCE
 from .evaluate.report import CSV_NAME, JSON_NAME
 from .evaluate.scorers import ScorerCache
 from .generate.eta import StepClock
-from .generate.generator import GeneratedImage, Generator, timestamp
+from .generate.generator import GeneratedImage, Generator
 from .generate.grid import (
     AXES,
     MAX_CELLS,
@@ -41,6 +40,7 @@ from .generate.history import HistoryItem, list_history, settings_from
 from .generate.png_metadata import a1111_parameters
 from .generate.previews import PreviewFn, check_decoder_folder
 from .generate.samplers import SAMPLER_NAMES
+from .studio_scores import ScoringFacade
 from .train.class_gallery import ClassImageSet, add_class_images, list_class_images
 from .train.class_images import planned_recipe
 from .train.identifiers import (
@@ -56,9 +56,9 @@ from .train.resume import check_resumable
 from .tune.candidates import Candidate
 from .tune.config import TuneConfig
 from .tune.plot import draw_scatter
-from .tune.report import table_rows as tune_table_rows
-from .tune.results import CellScore, SweepPlan, SweepResult, TuneProgress
-from .tune.rule import recommend
+from .tune.report import table_rows
+from .tune.results import CellScore, Recommendation, SweepPlan, SweepResult, TuneProgress
+from .tune.rule import recommend, rule_text
 from .workspace import locks
 from .workspace.layout import LoraEntry, LoraFacts, Workspace
 from .workspace.runs import (
@@ -71,7 +71,7 @@ from .workspace.runs import (
 )
 
 
-class Studio:
+class Studio(ScoringFacade):
     def __init__(self, workspace: Path, model: str = DEFAULT_MODEL, device: str | None = None,
                  model_config_dir: str | None = None, scorer_models: dict | None = None,
                  preview_decoder: Path | None = None):
@@ -308,38 +308,6 @@ class Studio:
         """Ask all work of `kind` to stop within one sampler step; False if none goes on."""
         return self._stop_flags.stop(kind)
 
-    # ---- Evaluation -----------------------------------------------------------------------
-    def evaluation_config(self, lora_label: str, **settings) -> EvalConfig:
-        """An EvalConfig for a workspace LoRA, scored against its subject's prepared photos."""
-        entry = self.find_lora(lora_label)
-        if entry is None:
-            raise InputError(f"There is no trained LoRA called '{lora_label}': train one on "
-                             "the Train tab, or refresh the list.")
-        photos = self.workspace.photos_dir(entry.subject)
-        if not photos.is_dir():
-            raise InputError(f"Subject '{entry.subject}' has no prepared photos to compare "
-                             "with: prepare them on the Data tab.")
-        return EvalConfig(lora_dir=entry.path, real_images_dir=photos, **settings)
-
-    def scorers(self, dino_model: str, clip_model: str):
-        """The DINO and CLIP scorers, loaded once per model id and kept for later evaluations."""
-        return self._scorers.get(dino_model, clip_model, self.generator.device)
-
-    def evaluate(self, config: EvalConfig, progress: Callable[[EvalProgress], None] | None = None,
-                 cancel: threading.Event | None = None) -> tuple[EvalReport, Path]:
-        """Score a LoRA with the cached generator; results go to
-        subjects/<name>/evaluations/<lora>-<time>/ (fidelity.json, fidelity.csv, images/)."""
-        self._refuse_outside(config.lora_dir)
-        subject, lora = self.workspace.run_address(config.lora_dir) or (None, None)
-        if subject is None:
-            raise InputError(f"{config.lora_dir} is not a subject's LoRA folder "
-                             "(subjects/<name>/loras/<run>/): pick a LoRA from the list.")
-        output = self.workspace.evaluations_dir(subject) / f"{lora}-{timestamp()}"
-        dino, clip = self.scorers(config.dino_model, config.clip_model)
-        report = run_evaluation(config, self.generator, output, progress, cancel,
-                                dino=dino, clip=clip)
-        return report, output
-
     # ---- Queries of the workspace (the UI asks; the layout module knows the paths) ---------
     def subjects(self) -> list[str]:
         return self.workspace.subjects()
@@ -358,8 +326,8 @@ __all__ = [
     "PRESETS", "SAMPLER_NAMES", "Candidate", "CellScore", "ClassImageSet", "EvalConfig",
     "EvalProgress", "EvalReport", "GridAxis", "GridConfig", "GridProgress", "GridResult",
     "HistoryItem", "IdentifierCheck", "JobStatus", "LoraEntry", "LoraFacts", "PhotoResult",
-    "PrepareConfig", "PrepareReport", "RunInfo", "StepClock", "Studio", "SweepPlan", "SweepResult",
-    "TuneConfig", "TuneProgress", "a1111_parameters", "class_noun_of", "compose_prompts",
-    "describe_source", "draw_scatter", "parse_template_prompt", "recommend", "run_log_path",
-    "settings_from", "tune_table_rows",
+    "PrepareConfig", "PrepareReport", "Recommendation", "RunInfo", "StepClock", "Studio",
+    "SweepPlan", "SweepResult", "TuneConfig", "TuneProgress", "a1111_parameters", "class_noun_of",
+    "compose_prompts", "describe_source", "draw_scatter", "parse_template_prompt", "recommend",
+    "rule_text", "run_log_path", "settings_from", "table_rows",
 ]

@@ -108,3 +108,10 @@ class SubjectScores:
     def leak(self, images: list[Image.Image]) -> float:
         """How much class-prompt images (no identifier) look like the subject (DINO)."""
         return leak_score(self.dino.embed_images(images), self.real_dino)
+
+
+def load_scorers(dino_model: str, clip_model: str, face_weights: str | None, device=None):
+    """(DINO, CLIP, faces or None) where no app cache holds them (the command line)."""
+    faces = FaceScorer(face_weights, device=device) if face_weights else None
+    return (DinoScorer(dino_model, device=device), ClipScorer(clip_model, device=device),
+            faces)

@@ -13,7 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from ..errors import InputError
-from ..studio import Studio, SweepResult, draw_scatter, tune_table_rows
+from ..studio import Studio, SweepResult, draw_scatter, table_rows
 from . import tune_text as text
 from .common import guarded
 from .evaluate_tab import offered_scorer
@@ -62,7 +62,7 @@ def tunable_subjects(studio: Studio) -> list[str]:
 
 
 def table(result: SweepResult) -> pd.DataFrame:
-    headers, rows = tune_table_rows(result)
+    headers, rows = table_rows(result)
     return pd.DataFrame(rows, columns=headers)
 
 

@@ -14,10 +14,11 @@ import pytest
 from PIL import Image
 
 from dreamstudio.cli import build_parser, config_from, main
-from dreamstudio.config import GenerateConfig, PrepareConfig, TrainConfig
+from dreamstudio.config import GenerateConfig, PrepareConfig, TrainConfig, default_of
 from dreamstudio.evaluate.config import EvalConfig
 from dreamstudio.generate.png_metadata import read_parameters
 from dreamstudio.lora.files import WEIGHTS_NAME
+from dreamstudio.tune.config import TuneConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,6 +120,11 @@ FLAGS = {
                 "--kind --images-per-prompt --num-prompts --steps --guidance --seed "
                 "--unet-scale --text-encoder-scale --height --width --dino-model --clip-model "
                 "--device",
+    "tune": "--model --model-config --run --photos --output --candidates --unet-scales "
+            "--text-encoder-scales --guidances --prompt-set --images-per-prompt --steps --seed "
+            "--height --width --negative-prompt --sampler --precision --leak-images "
+            "--clip-t-tolerance --leak-margin --face-identity --face-weights --dino-model "
+            "--clip-model --identifier --class-noun --kind --leak-prompt --estimate --device",
     "tiny-model": "output_dir",
 }
 
@@ -143,7 +149,8 @@ def _configs() -> dict[str, list[tuple[type, set[str]]]]:
     base = {"model", "model_config_dir", "device"}
     return {"prepare": [_all(PrepareConfig)], "train": [_all(TrainConfig)],
             "generate": [_all(GenerateConfig), (TrainConfig, base)],
-            "evaluate": [_all(EvalConfig), (TrainConfig, base - {"model"})]}
+            "evaluate": [_all(EvalConfig), (TrainConfig, base - {"model"})],
+            "tune": [_all(TuneConfig), (TrainConfig, base - {"model"})]}
 
 
 def test_every_flag_keeps_its_name():
@@ -164,11 +171,12 @@ def test_cli_defaults_and_help_are_the_dataclass_fields():
                 continue  # a command-only option (--output, --grid-x, ...)
             f = next(f for f in dataclasses.fields(owner) if f.name == action.dest)
             flag = action.option_strings[0]
-            if f.default is dataclasses.MISSING:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 assert action.required, flag
             else:
-                assert not action.required and action.default == f.default, (name, flag)
-                assert type(action.default) is type(f.default), (name, flag)
+                default = default_of(owner, f.name)
+                assert not action.required and action.default == default, (name, flag)
+                assert type(action.default) is type(default), (name, flag)
             if "choices" in f.metadata:
                 assert tuple(action.choices) == tuple(f.metadata["choices"]), flag
             if "help" in f.metadata and not flag.startswith("--no-"):
