@@ -173,10 +173,12 @@ class TuneHandlers:
         yield {ui.status: "Loading the model and the scorers (first time only)…",
                ui.use_note: ""}
 
+        last: dict = {}  # the last image drawn, kept for the final answer too
+
         def show(p) -> None:
             update = {ui.status: text.progress_text(p)}
             if p.image is not None:
-                update[ui.last_image] = p.image
+                update[ui.last_image] = last[ui.last_image] = p.image
             stream.put(update)
 
         with self.studio.cancellable(RUN_KIND) as cancel:
@@ -186,7 +188,7 @@ class TuneHandlers:
         status = (f"✅ Sweep done: {len(result.cells)} cell(s) and {len(result.base)} "
                   f"base-model row(s)." if done else
                   f"⏹️ Stopped after {len(result.cells)} cell(s).")
-        yield {**self.result_view(result), ui.status: status}
+        yield {**self.result_view(result), **last, ui.status: status}
 
     def stop(self):
         if self.studio.stop(RUN_KIND):

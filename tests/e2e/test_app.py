@@ -524,6 +524,76 @@ def test_evaluate_takes_only_the_scorer_models_the_page_offers(app, trained, sco
     assert loaded == []
 
 
+# ---- Tune tab ----------------------------------------------------------------------------
+
+def _tune_args(dino: str, clip: str, **changes) -> dict:
+    # UNet 0 with text encoder 0 draws what the base model draws, so its CLIP-T is the base
+    # model's: at a tolerance of 0 it passes the rule whatever the tiny scorers make of it
+    # (their CLIP-T can be negative, and a percentage of a negative number is no margin).
+    return {"subject": SUBJECT, "run": RUN, "candidates": ["final"], "unet_scales": "0, 1",
+            "text_encoder_scales": "0", "guidances": "7.5", "prompt_set": "quick",
+            "images_per_prompt": 1, "steps": 2, "leak_images": 1, "clip_t_tolerance": 0,
+            "face_identity": "off", "dino_model": dino, "clip_model": clip, **changes}
+
+
+def test_tune_tab_sweeps_and_puts_the_pick_into_generate(app, trained, scorer_dirs):
+    import json
+
+    client, studio, workspace, _ = app
+    args = _tune_args(*(str(d) for d in scorer_dirs))
+    assert "nothing to stop" in client.predict(api_name="/stop_tune")
+    # Picking the run lists its LoRAs (the page does it when the tab opens); the
+    # checkboxes then take their names.
+    candidates = client.predict(SUBJECT, RUN, api_name="/tune_show")[0]
+    assert [c[1] for c in candidates["choices"]] == ["final"]
+    estimate = client.predict(**args, api_name="/tune_estimate")
+    assert "2 cells (1 LoRA(s)) + 1 base-model row(s)" in estimate, estimate
+    assert "on this machine" in estimate and "reused" not in estimate
+
+    status, last, plot, table, summary, files, _ = client.predict(**args,
+                                                                  api_name="/tune_sweep")
+    assert status.startswith("✅ Sweep done: 2 cell(s) and 1 base-model row(s)"), status
+    folder = workspace / "subjects" / SUBJECT / "tunes" / RUN
+    saved = json.loads((folder / "tune.json").read_text(encoding="utf-8"))
+    assert sorted(Path(f).name for f in files) == ["tune.csv", "tune.json", "tune.png"]
+    with Image.open(plot) as im:
+        assert im.width > 100 and im.height > 100
+    with Image.open(last) as im:
+        assert im.size == (64, 64)  # the last image drawn, shown while the sweep ran
+    # The table is every row of the saved sweep, base model first.
+    rows = table["data"]
+    head = table["headers"]
+    assert [(r[head.index("candidate")], r[head.index("unet_scale")]) for r in rows] == [
+        ("base", 0.0), ("final", 0.0), ("final", 1.0)]
+    for row, cell in zip(rows, saved["base"] + saved["cells"], strict=True):
+        assert row[head.index("clip_t")] == round(cell["clip_t"], 3)
+    rec = saved["recommendation"]["cell"]
+    assert rec is not None, saved["recommendation"]
+    assert saved["recommendation"]["rule"] in summary
+    assert "Subject fidelity was measured against" in summary
+
+    # Run again: every image is on disk already; the saved sweep comes back with the run.
+    again = client.predict(**args, api_name="/tune_estimate")
+    assert "0 to draw" in again and "reused from an earlier sweep" in again, again
+    shown = client.predict(SUBJECT, RUN, api_name="/tune_show")
+    assert any(isinstance(v, str) and "Showing the sweep saved" in v for v in shown), shown
+
+    # "Use this in Generate": the recommended LoRA and sliders for the Generate controls.
+    # (The API leaves out the Generate tab's seen-labels state and the tabs to open.)
+    lora, unet, te, guidance, note = client.predict(SUBJECT, RUN, 0, api_name="/tune_use")
+    label = lora["value"]
+    assert studio.find_lora(label) is not None and label in [c[1] for c in lora["choices"]]
+    assert (unet, te, guidance) == (rec["unet_scale"], rec["text_encoder_scale"],
+                                    rec["guidance"])
+    assert f"**{label}**" in note
+    gallery, caption = client.predict(**_generate_args(label, unet_scale=unet,
+                                                       text_encoder_scale=te,
+                                                       guidance=guidance),
+                                      api_name="/generate")
+    assert len(gallery) == 1 and label in caption
+    assert studio.generator.model_loads == 1
+
+
 def test_a_file_as_workspace_is_named_not_taken_for_a_busy_port(tiny_model, tmp_path, capsys):
     taken = tmp_path / "notes.txt"
     taken.write_text("a file")
