@@ -62,7 +62,7 @@ def tunable_subjects(studio: Studio) -> list[str]:
 
 
 def table(result: SweepResult) -> pd.DataFrame:
-    headers, rows = table_rows(result)
+    headers, rows = text.page_table(*table_rows(result))
     return pd.DataFrame(rows, columns=headers)
 
 

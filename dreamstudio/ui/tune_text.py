@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 from ..studio import GridAxis, recommend
 
 if TYPE_CHECKING:
-    from ..studio import Candidate, CellScore, SweepResult, TuneProgress
+    from ..studio import Candidate, SweepResult, TuneProgress
 
 # Which photos subject fidelity was measured against, as the page says it.
 COMPARED_WITH = {
-    "held_out": "held-out photos (never trained on)",
+    "held_out": "the held-out photos (never trained on)",
     "training": "the training photos — no photos were held out, so these numbers are "
                 "optimistic",
 }
@@ -65,17 +65,6 @@ def compared_with_text(compared_with: str) -> str:
     return COMPARED_WITH.get(compared_with, compared_with)
 
 
-def _f(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
-
-
-def _cell_words(cell: CellScore, uses_face: bool) -> str:
-    scores = f"DINO {_f(cell.dino)}, CLIP-I {_f(cell.clip_i)}, CLIP-T {_f(cell.clip_t)}"
-    if uses_face:
-        scores += f", face {_f(cell.face)}"
-    return scores
-
-
 def recommendation_text(result: SweepResult) -> str:
     """The result in words: stopped or done, the recommendation and why, the rule, and
     which photos fidelity was measured against."""
@@ -87,20 +76,32 @@ def recommendation_text(result: SweepResult) -> str:
     rec = result.recommendation
     if rec is not None:
         if rec.cell is not None:
-            lines.append(f"### ✅ Recommended: {rec.cell.label}\n"
-                         f"{_cell_words(rec.cell, result.uses_face)}. {rec.reason}")
+            lines.append(f"### ✅ Recommended: {rec.cell.label}\n{rec.reason}")
         else:
             lines.append(f"### No cell passes the rule\n{rec.reason}")
         lines.append(f"**Rule:** {rec.rule}")
-    lines.append(f"Subject fidelity was measured against the "
-                 f"{compared_with_text(result.compared_with)}."
-                 if result.compared_with == "training" else
-                 f"Subject fidelity was measured against the subject's "
+    lines.append(f"Subject fidelity was measured against "
                  f"{compared_with_text(result.compared_with)}.")
     lines.append(f"{result.drawn} image(s) drawn, {result.reused} reused from an earlier "
                  f"sweep; drawing {result.seconds_drawing:.0f} s, scoring "
                  f"{result.seconds_scoring:.0f} s.")
     return "\n\n".join(lines)
+
+
+# The table's columns (tune.report's names) as the page heads them, kept narrow.
+COLUMN_NAMES = {"candidate": "LoRA", "unet_scale": "UNet", "text_encoder_scale": "TE",
+                "guidance": "CFG", "clip_i": "CLIP-I", "clip_t": "CLIP-T", "dino": "DINO",
+                "face_found": "faces", "face_misses": "no face", "leak_flagged": "leaks",
+                "pareto": "trade-off", "recommended": "pick"}
+
+
+def page_table(headers: list[str], rows: list[list]) -> tuple[list[str], list[list]]:
+    """The page's view of the report's table: short headings, and no column that is empty
+    in every row (the face columns when faces were not scored)."""
+    keep = [i for i in range(len(headers))
+            if any(row[i] not in (None, "") for row in rows)] if rows else range(len(headers))
+    return ([COLUMN_NAMES.get(headers[i], headers[i]) for i in keep],
+            [[row[i] for i in keep] for row in rows])
 
 
 def files_list(result: SweepResult) -> list[str]:

@@ -563,10 +563,10 @@ def test_tune_tab_sweeps_and_puts_the_pick_into_generate(app, trained, scorer_di
     # The table is every row of the saved sweep, base model first.
     rows = table["data"]
     head = table["headers"]
-    assert [(r[head.index("candidate")], r[head.index("unet_scale")]) for r in rows] == [
+    assert [(r[head.index("LoRA")], r[head.index("UNet")]) for r in rows] == [
         ("base", 0.0), ("final", 0.0), ("final", 1.0)]
     for row, cell in zip(rows, saved["base"] + saved["cells"], strict=True):
-        assert row[head.index("clip_t")] == round(cell["clip_t"], 3)
+        assert row[head.index("CLIP-T")] == round(cell["clip_t"], 3)
     rec = saved["recommendation"]["cell"]
     assert rec is not None, saved["recommendation"]
     assert saved["recommendation"]["rule"] in summary

@@ -1,4 +1,5 @@
-"""The real page in headless Chromium (Playwright): data -> training -> generation.
+"""The real page in headless Chromium (Playwright): data -> training -> generation -> a
+scored sweep on the Tune tab, whose pick goes back into the Generate tab.
 
 Skipped where Chromium or Playwright is missing; `.ci/run` installs Debian's chromium.
 Screenshots of each tab are written to the test's tmp folder (and to $DREAMSTUDIO_SHOTS
@@ -22,7 +23,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def page_url(tiny_model, tmp_path_factory, app_runner):
-    with app_runner(tiny_model, tmp_path_factory.mktemp("browser-ws")) as (url, studio):
+    from tests.support.tiny_scorers import build_tiny_scorers
+
+    dino, clip = build_tiny_scorers(tmp_path_factory.mktemp("browser-scorers"))
+    with app_runner(tiny_model, tmp_path_factory.mktemp("browser-ws"), "--dino-model",
+                    str(dino), "--clip-model", str(clip)) as (url, studio):
         yield url, studio
 
 
@@ -154,4 +159,35 @@ def test_data_train_generate_in_a_real_browser(browser, page_url, dog_photos, tm
     assert images[0].read_bytes() != images[1].read_bytes()
     assert studio.generator.model_loads == 1
     _shot(page, tmp_path, "generate")
+
+    # Tune: a small sweep of the run just trained; its plot, table and pick are shown, and
+    # "Use this in Generate" sets the Generate tab's sliders and opens it.
+    page.get_by_role("tab", name="Tune").click()
+    _wait_for_text(page, "final LoRA (step 4)")  # the tab's refresh listed the run's LoRAs
+    _set_text(page, "UNet scales", "0, 0.5, 1")
+    _set_text(page, "Text-encoder scales", "0, 1")
+    _set_number(page, "Steps", 2)
+    _set_number(page, "Leak images", 1)
+    # The tiny scorers' CLIP-T can be negative, where a percentage below it is no margin: at
+    # 0 the UNet 0 / text encoder 0 cell (the base model's images) always passes.
+    _set_number(page, "CLIP-T tolerance (%)", 0)
+    page.get_by_role("button", name="Estimate").click()
+    _wait_for_text(page, "6 cells (1 LoRA(s)) + 1 base-model row(s)")
+    page.get_by_role("button", name="Run sweep").click()
+    _wait_for_text(page, "Sweep done", timeout=180_000)
+    _wait_for_text(page, "Rule:")
+    page.wait_for_function("() => [...document.querySelectorAll('img')].some("
+                           "i => i.src.includes('tune.png') && i.complete)")
+    result = studio.last_tune("rex", studio.runs("rex")[0].name)
+    assert result is not None and len(result.cells) == 6
+    _shot(page, tmp_path, "tune")
+    pick = result.recommendation.cell
+    assert pick is not None
+    page.get_by_role("button", name="Use this in Generate").click()
+    page.wait_for_function("() => [...document.querySelectorAll('[role=tab]')].some("
+                           "t => t.innerText.includes('Generate') && "
+                           "t.getAttribute('aria-selected') === 'true')")
+    box = _field(page, "LoRA strength (UNet)").and_(page.locator("input[type=number]")).first
+    page.wait_for_function("([el, v]) => parseFloat(el.value) === v",
+                           arg=[box.element_handle(), pick.unet_scale])
     page.close()

@@ -137,7 +137,7 @@ def test_sweep_streams_progress_then_shows_the_result(tab):
     last = updates[-1]
     assert last[ui.status].startswith("✅ Sweep done: 2 cell(s)")
     assert last[ui.plot].endswith("tune.png") and len(last[ui.table]) == 3
-    assert list(last[ui.table]["candidate"]) == [BASE, FINAL, FINAL]
+    assert list(last[ui.table]["LoRA"]) == [BASE, FINAL, FINAL]
     assert "Recommended: final, UNet 0.6" in last[ui.summary]
     assert last[ui.files] == [str(Path(last[ui.plot]).with_name("tune.json")), last[ui.plot]]
 
@@ -173,7 +173,7 @@ def test_moving_the_tolerance_judges_the_saved_sweep_again(tab):
     assert "Recommended: final, UNet 1," in out[ui.summary]
     assert "tolerance of 15%" in out[ui.summary] and "used 5%" in out[ui.summary]
     assert isinstance(out[ui.plot], Image.Image)  # drawn again for the new pick
-    picked = out[ui.table].set_index("unet_scale")["recommended"]
+    picked = out[ui.table].set_index("UNet")["pick"]
     assert (picked[1.0], picked[0.6]) == ("yes", "no")
     same = handlers.rejudge(SUBJECT, RUN, 5)
     assert same[ui.plot].endswith("tune.png") and "Judged at" not in same[ui.summary]
