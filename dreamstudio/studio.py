@@ -22,7 +22,7 @@ from .data.prepare import prepare_subject
 from .errors import InputError
 from .evaluate.evaluate import EvalConfig, EvalProgress, EvalReport
 from .evaluate.metrics import PAPER_REFERENCE
-from .evaluate.report import CSV_NAME, JSON_NAME
+from .evaluate.report import CSV_NAME, JSON_NAME, compared_with_sentence
 from .evaluate.scorers import ScorerCache
 from .generate.eta import StepClock
 from .generate.generator import GeneratedImage, Generator
@@ -327,6 +327,6 @@ __all__ = [
     "HistoryItem", "IdentifierCheck", "JobStatus", "LoraEntry", "LoraFacts", "PhotoResult",
     "PrepareConfig", "PrepareReport", "Recommendation", "RunInfo", "StepClock", "Studio",
     "SweepPlan", "SweepResult", "TuneConfig", "TuneProgress", "a1111_parameters", "class_noun_of",
-    "compose_prompts", "describe_source", "parse_template_prompt", "rule_text", "run_log_path",
+    "compared_with_sentence", "compose_prompts", "describe_source", "parse_template_prompt", "rule_text", "run_log_path",
     "settings_from", "table_rows",
 ]
