@@ -85,7 +85,8 @@ def _stop(session: TrainingSession, step: int, exc: Exception) -> None:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     session.fidelity_note = f"Checkpoint scoring is off for this run: {reason}"
     log.warning("checkpoint scoring stopped at step %d: %s", step, reason)
-    session.emit("training", step, loss=session.losses[-1] if session.losses else None,
+    # Not a "training" report: the job would take its loss for another point of the curve.
+    session.emit("scoring", step, loss=session.losses[-1] if session.losses else None,
                  message=session.fidelity_note)
 
 
@@ -123,7 +124,7 @@ def score_checkpoint(session: TrainingSession, step: int) -> dict | None:
         scores = scoring.subject.score(images, scoring.texts)
     point = {"step": step, "dino": round(scores.dino, _DIGITS),
              "clip_i": round(scores.clip_i, _DIGITS), "clip_t": round(scores.clip_t, _DIGITS)}
-    # A resumed run that scored past its checkpoint before: the new score replaces it.
+    # One point per step, in order, whatever an earlier attempt at the run recorded.
     session.fidelity = [p for p in session.fidelity if p["step"] < step] + [point]
     write_fidelity_log(session)
     log.info("scores at step %d: DINO %.4f CLIP-I %.4f CLIP-T %.4f (%.1f s)", step,

@@ -125,6 +125,9 @@ def test_a_scorer_that_cannot_load_leaves_the_run_completed_with_a_warning(
     assert len(warnings) == 1 and "checkpoint scoring stopped at step 2" in warnings[0]
     # Tried once: the later checkpoint and the final LoRA do not load it again.
     assert not any(p.phase == "scoring" and p.step > 2 for p in reports)
+    # The loss curve has one point per step, none for the failed scoring.
+    assert [p.step for p in reports if p.phase == "training" and p.loss is not None] == [
+        1, 2, 3, 4]
 
 
 def test_a_resumed_run_keeps_the_earlier_scores(tiny_model, small_dog_dir, scorers, tmp_path):
