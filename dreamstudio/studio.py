@@ -53,12 +53,14 @@ from .train.identifiers import (
 from .train.jobs import JobStatus, TrainingJobs
 from .train.presets import PRESETS
 from .train.resume import check_resumable
+from .train.scoring import BEST_RULE, best_point
 from .tune.candidates import Candidate
 from .tune.config import TuneConfig
 from .tune.report import table_rows
 from .tune.results import CellScore, Recommendation, SweepPlan, SweepResult, TuneProgress
 from .tune.rule import rule_text
 from .workspace import locks
+from .workspace.kept_checkpoints import keep_checkpoint
 from .workspace.layout import LoraEntry, LoraFacts, Workspace
 from .workspace.runs import (
     RunInfo,
@@ -190,9 +192,13 @@ class Studio(ScoringFacade):
                         class_prompt: str | None = None, resume: bool = False,
                         **settings) -> TrainConfig:
         """A TrainConfig for a new run (or, resume=True, the named run) of `subject`."""
+        # Checkpoints are scored with the models the app was started with (--dino-model).
+        scorers = {f"score_{k}": v for k, v in self.scorer_models.items()
+                   if k in ("dino_model", "clip_model")}
         return training_config_for(self.workspace, subject, instance_prompt, run_name,
                                    class_prompt, resume, model=self.model, device=self.device,
-                                   model_config_dir=self.model_config_dir, **settings)
+                                   model_config_dir=self.model_config_dir,
+                                   **{**scorers, **settings})
 
     def check_resume(self, config: TrainConfig) -> None:
         """Refuse at once, before any model loads, a resume the trainer would refuse."""
@@ -239,6 +245,13 @@ class Studio(ScoringFacade):
         """Put your own pictures of the class into the shared folder; training uses them and
         generates only the rest."""
         return add_class_images(self.class_images_dir(class_prompt, resolution), files)
+
+    def keep_checkpoint(self, subject: str, run: str, step: int) -> LoraEntry:
+        """The run's checkpoint at `step` written as a LoRA of its own, '<run>-step<step>'."""
+        self.workspace.existing_subject_dir(subject)
+        with self._subject_lock(subject):
+            path = keep_checkpoint(self.workspace.loras_dir(subject), run, step)
+        return self.workspace.lora_at(path)
 
     def training_status(self) -> JobStatus:
         return self.jobs.status()
@@ -321,12 +334,12 @@ class Studio(ScoringFacade):
 # dreamstudio.ui imports from the backend only Studio and the names below (besides
 # dreamstudio.config and dreamstudio.errors); tests/test_layering.py holds it to that.
 __all__ = [
-    "AXES", "CSV_NAME", "DEFAULT_MODEL", "JSON_NAME", "MAX_CELLS", "NO_AXIS", "PAPER_REFERENCE",
-    "PRESETS", "SAMPLER_NAMES", "Candidate", "CellScore", "ClassImageSet", "EvalConfig",
-    "EvalProgress", "EvalReport", "GridAxis", "GridConfig", "GridProgress", "GridResult",
-    "HistoryItem", "IdentifierCheck", "JobStatus", "LoraEntry", "LoraFacts", "PhotoResult",
-    "PrepareConfig", "PrepareReport", "Recommendation", "RunInfo", "StepClock", "Studio",
-    "SweepPlan", "SweepResult", "TuneConfig", "TuneProgress", "a1111_parameters", "class_noun_of",
-    "compared_with_sentence", "compose_prompts", "describe_source", "parse_template_prompt", "rule_text", "run_log_path",
-    "settings_from", "table_rows",
+    "AXES", "BEST_RULE", "CSV_NAME", "DEFAULT_MODEL", "JSON_NAME", "MAX_CELLS", "NO_AXIS",
+    "PAPER_REFERENCE", "PRESETS", "SAMPLER_NAMES", "Candidate", "CellScore", "ClassImageSet",
+    "EvalConfig", "EvalProgress", "EvalReport", "GridAxis", "GridConfig", "GridProgress",
+    "GridResult", "HistoryItem", "IdentifierCheck", "JobStatus", "LoraEntry", "LoraFacts",
+    "PhotoResult", "PrepareConfig", "PrepareReport", "Recommendation", "RunInfo", "StepClock",
+    "Studio", "SweepPlan", "SweepResult", "TuneConfig", "TuneProgress", "a1111_parameters",
+    "best_point", "class_noun_of", "compared_with_sentence", "compose_prompts", "describe_source",
+    "parse_template_prompt", "rule_text", "run_log_path", "settings_from", "table_rows",
 ]
