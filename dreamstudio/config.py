@@ -15,6 +15,7 @@ from pathlib import Path
 from .core.architectures import ARCHITECTURES
 from .core.models import DEFAULT_MODEL
 from .errors import InputError
+from .evaluate.scorers import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
 from .generate.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
 from .train.identifiers import refuse_identifier_in_class_prompt
 
@@ -137,6 +138,24 @@ class TrainConfig:
     )
     validation_steps: int = field(default=20, metadata={"help": "Sampler steps per image."})
     num_validation_images: int = field(default=1, metadata={"help": "Images per validation."})
+    score_checkpoints: bool = field(
+        default=False,
+        metadata={"help": "At each checkpoint, draw a few fixed prompts and score subject and "
+                          "prompt fidelity (DINO, CLIP-I, CLIP-T) to find the best step "
+                          "(slower: score_images images per checkpoint)."},
+    )
+    score_images: int = field(
+        default=2, metadata={"help": "Prompts drawn per scored checkpoint, one image each "
+                                     "at a fixed seed (1-8)."}
+    )
+    score_dino_model: str = field(
+        default=DEFAULT_DINO_MODEL,
+        metadata={"help": "DINO ViT of checkpoint scoring: Hub id or local folder."},
+    )
+    score_clip_model: str = field(
+        default=DEFAULT_CLIP_MODEL,
+        metadata={"help": "CLIP of checkpoint scoring: Hub id or local folder."},
+    )
     export_kohya: bool = field(
         default=True,
         metadata={"help": "Also write <subject>.safetensors for A1111 / Forge / ComfyUI."},
@@ -196,6 +215,11 @@ class TrainConfig:
                "checkpoint and validation intervals must be >= 0 (0 turns them off).")
         check(self.keep_checkpoints >= 1, "keep at least 1 checkpoint.")
         check(1 <= self.num_validation_images <= 8, "validation images must be 1-8.")
+        check(1 <= self.score_images <= 8,
+              f"images per scored checkpoint must be 1-8 (got {self.score_images}).")
+        check(not self.score_checkpoints or self.checkpoint_every > 0,
+              "Scoring checkpoints needs checkpoints: set checkpoint_every (Checkpoint every) "
+              "above 0, or turn checkpoint scoring off.")
         if self.with_prior_preservation:
             check(self.class_dir is not None,
                    "Prior preservation needs a class folder (--class-dir) to keep class images.")

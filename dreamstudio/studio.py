@@ -22,7 +22,7 @@ from .data.prepare import prepare_subject
 from .errors import InputError
 from .evaluate.evaluate import EvalConfig, EvalProgress, EvalReport
 from .evaluate.metrics import PAPER_REFERENCE
-from .evaluate.report import CSV_NAME, JSON_NAME
+from .evaluate.report import CSV_NAME, JSON_NAME, compared_with_sentence
 from .evaluate.scorers import ScorerCache
 from .generate.eta import StepClock
 from .generate.generator import GeneratedImage, Generator
@@ -53,6 +53,7 @@ from .train.identifiers import (
 from .train.jobs import JobStatus, TrainingJobs
 from .train.presets import PRESETS
 from .train.resume import check_resumable
+from .train.scoring import BEST_RULE, best_point
 from .tune.candidates import Candidate
 from .tune.config import TuneConfig
 from .tune.plot import draw_scatter
@@ -60,6 +61,7 @@ from .tune.report import table_rows
 from .tune.results import CellScore, Recommendation, SweepPlan, SweepResult, TuneProgress
 from .tune.rule import recommend, rule_text
 from .workspace import locks
+from .workspace.kept_checkpoints import keep_checkpoint
 from .workspace.layout import LoraEntry, LoraFacts, Workspace
 from .workspace.runs import (
     RunInfo,
@@ -191,9 +193,13 @@ class Studio(ScoringFacade):
                         class_prompt: str | None = None, resume: bool = False,
                         **settings) -> TrainConfig:
         """A TrainConfig for a new run (or, resume=True, the named run) of `subject`."""
+        # Checkpoints are scored with the models the app was started with (--dino-model).
+        scorers = {f"score_{k}": v for k, v in self.scorer_models.items()
+                   if k in ("dino_model", "clip_model")}
         return training_config_for(self.workspace, subject, instance_prompt, run_name,
                                    class_prompt, resume, model=self.model, device=self.device,
-                                   model_config_dir=self.model_config_dir, **settings)
+                                   model_config_dir=self.model_config_dir,
+                                   **{**scorers, **settings})
 
     def check_resume(self, config: TrainConfig) -> None:
         """Refuse at once, before any model loads, a resume the trainer would refuse."""
@@ -240,6 +246,13 @@ class Studio(ScoringFacade):
         """Put your own pictures of the class into the shared folder; training uses them and
         generates only the rest."""
         return add_class_images(self.class_images_dir(class_prompt, resolution), files)
+
+    def keep_checkpoint(self, subject: str, run: str, step: int) -> LoraEntry:
+        """The run's checkpoint at `step` written as a LoRA of its own, '<run>-step<step>'."""
+        self.workspace.existing_subject_dir(subject)
+        with self._subject_lock(subject):
+            path = keep_checkpoint(self.workspace.loras_dir(subject), run, step)
+        return self.workspace.lora_at(path)
 
     def training_status(self) -> JobStatus:
         return self.jobs.status()
@@ -322,12 +335,13 @@ class Studio(ScoringFacade):
 # dreamstudio.ui imports from the backend only Studio and the names below (besides
 # dreamstudio.config and dreamstudio.errors); tests/test_layering.py holds it to that.
 __all__ = [
-    "AXES", "CSV_NAME", "DEFAULT_MODEL", "JSON_NAME", "MAX_CELLS", "NO_AXIS", "PAPER_REFERENCE",
-    "PRESETS", "SAMPLER_NAMES", "Candidate", "CellScore", "ClassImageSet", "EvalConfig",
-    "EvalProgress", "EvalReport", "GridAxis", "GridConfig", "GridProgress", "GridResult",
-    "HistoryItem", "IdentifierCheck", "JobStatus", "LoraEntry", "LoraFacts", "PhotoResult",
-    "PrepareConfig", "PrepareReport", "Recommendation", "RunInfo", "StepClock", "Studio",
-    "SweepPlan", "SweepResult", "TuneConfig", "TuneProgress", "a1111_parameters", "class_noun_of",
-    "compose_prompts", "describe_source", "draw_scatter", "parse_template_prompt", "recommend",
-    "rule_text", "run_log_path", "settings_from", "table_rows",
+    "AXES", "BEST_RULE", "CSV_NAME", "DEFAULT_MODEL", "JSON_NAME", "MAX_CELLS", "NO_AXIS",
+    "PAPER_REFERENCE", "PRESETS", "SAMPLER_NAMES", "Candidate", "CellScore", "ClassImageSet",
+    "EvalConfig", "EvalProgress", "EvalReport", "GridAxis", "GridConfig", "GridProgress",
+    "GridResult", "HistoryItem", "IdentifierCheck", "JobStatus", "LoraEntry", "LoraFacts",
+    "PhotoResult", "PrepareConfig", "PrepareReport", "Recommendation", "RunInfo", "StepClock",
+    "Studio", "SweepPlan", "SweepResult", "TuneConfig", "TuneProgress", "a1111_parameters",
+    "best_point", "class_noun_of", "compared_with_sentence", "compose_prompts", "describe_source",
+    "draw_scatter", "parse_template_prompt", "recommend", "rule_text", "run_log_path",
+    "settings_from", "table_rows",
 ]

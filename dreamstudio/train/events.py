@@ -10,7 +10,7 @@ from typing import Any
 
 @dataclass
 class TrainProgress:
-    phase: str  # loading, class_images, training, validation, saving, done, cancelled
+    phase: str  # loading, class_images, training, validation, scoring, saving, done, cancelled
     step: int = 0
     total_steps: int = 0
     loss: float | None = None
@@ -18,6 +18,10 @@ class TrainProgress:
     eta_seconds: float | None = None
     message: str = ""
     validation_images: list[str] = field(default_factory=list)
+    # The scored checkpoints so far (score_checkpoints): {step, dino, clip_i, clip_t} each.
+    fidelity: list[dict] = field(default_factory=list)
+    # Why checkpoint scoring stopped for this run (a scorer that could not load), if it did.
+    fidelity_note: str | None = None
     # A class image forming (a PIL image, in memory only: the JSON status leaves it out).
     preview: Any = None
 

@@ -170,6 +170,7 @@ def save_session(session: TrainingSession, step: int) -> None:
         **own,
         "ranks": ranks,
         "validation_images": list(session.validation_images),
+        "fidelity": [dict(p) for p in session.fidelity],
         "settings": resume_settings(cfg),
     }
     path = save_checkpoint(cfg.output_dir, step, weights, state, cfg.keep_checkpoints)
@@ -205,6 +206,7 @@ def restore_session(session: TrainingSession, checkpoint: Checkpoint) -> int:
                     "data order afresh", len(ranks), index)
         session.losses = list(state["losses"])
     session.validation_images = list(state.get("validation_images", []))
+    session.fidelity = [dict(p) for p in state.get("fidelity", [])]
     log.info("resumed from %s at step %d", checkpoint.path, state["step"])
     session.emit("training", state["step"], message=f"Resumed at step {state['step']}")
     return state["step"]

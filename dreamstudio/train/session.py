@@ -34,6 +34,11 @@ class TrainingSession:
         self.skipped = [(str(p), r) for p, r in instance.skipped]
         self.losses: list[float] = []
         self.validation_images: list[str] = []
+        # Checkpoint scoring (scoring.py): the points so far, its loaded scorers, and why
+        # it stopped if it did.
+        self.fidelity: list[dict] = []
+        self.scoring = None
+        self.fidelity_note: str | None = None
 
         # 1. Class images
         self.class_images: LoadedImages | None = None
@@ -60,4 +65,6 @@ class TrainingSession:
     def emit(self, phase: str, step: int, **kw) -> None:
         self.progress(TrainProgress(phase, step=step, total_steps=self.config.steps,
                                     elapsed=time.monotonic() - self.start,
-                                    validation_images=list(self.validation_images), **kw))
+                                    validation_images=list(self.validation_images),
+                                    fidelity=[dict(p) for p in self.fidelity],
+                                    fidelity_note=self.fidelity_note, **kw))

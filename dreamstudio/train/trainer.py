@@ -38,6 +38,7 @@ from .events import ProgressFn, TrainProgress, TrainResult
 from .identifiers import identifier_of, refuse_identifier_in_class_prompt
 from .latents import LatentCache, LoadedImages, load_image_files, load_images, tokenize
 from .resume import check_resumable, restore_session, save_session, tidy_run_folder
+from .scoring import score_checkpoint
 from .session import TrainingSession
 from .setup import (
     Batches,
@@ -147,8 +148,10 @@ def _execute(session: TrainingSession, checkpoint: Checkpoint | None) -> TrainRe
                 and session.accelerator.is_main_process):
             _validate(session, done)
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            score_checkpoint(session, done)  # before saving: the checkpoint keeps its score
             save_session(session, done)
     steps_per_second = (cfg.steps - first_step) / max(time.monotonic() - train_start, 1e-9)
+    score_checkpoint(session, cfg.steps)  # the final LoRA
 
     # 7. Save
     return _finish(session, steps_per_second)
@@ -231,7 +234,7 @@ def _cache_inputs(session: TrainingSession) -> None:
     s.instance_latents = _latents(s, s.instance.pixels)
     if s.class_images:
         s.class_latents = _latents(s, s.class_images.pixels)
-    s.vae.to(s.device if cfg.validation_every else "cpu")
+    s.vae.to(s.device if cfg.validation_every or cfg.score_checkpoints else "cpu")
     s.instance_ids = tokenize(s.pipe.tokenizer, [cfg.instance_prompt]).to(s.device)
     if s.class_images:
         s.class_ids = tokenize(s.pipe.tokenizer, [cfg.class_prompt]).to(s.device)
@@ -321,6 +324,8 @@ def _finish(session: TrainingSession, steps_per_second: float) -> TrainResult:
     saved = (f"LoRA saved to {lora_path}" if accelerator.is_main_process else
              f"process {accelerator.process_index} done; the main process saved the LoRA")
     message = f"Training finished in {seconds:.0f} s: {saved}"
+    if session.fidelity_note:
+        message += f" {session.fidelity_note}"
     session.emit("done", cfg.steps, loss=session.losses[-1], eta_seconds=0.0, message=message)
     return TrainResult("completed", cfg.output_dir, lora_path, cfg.steps, session.losses[-1],
                        seconds, session.losses, session.skipped, message, kohya_file,

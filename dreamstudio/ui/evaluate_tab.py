@@ -23,6 +23,7 @@ from ..studio import (
     EvalProgress,
     EvalReport,
     Studio,
+    compared_with_sentence,
 )
 from . import loras
 from .common import duration, guarded
@@ -153,8 +154,9 @@ class EvaluateHandlers:
                     ui.status: f"### ⏹️ Stopped\n{what}. The finished prompts are below; no "
                                "result files were written."}
         return {**update, ui.files: [str(output / JSON_NAME), str(output / CSV_NAME)],
-                ui.status: f"### ✅ Done\n{what}.\n\nHigher is better for all three. Saved in "
-                           f"`{output}`: `{JSON_NAME}`, `{CSV_NAME}` and the images."}
+                ui.status: f"### ✅ Done\n{what}.\n\nHigher is better for all three. "
+                           f"{compared_with_sentence(report)} Saved in `{output}`: "
+                           f"`{JSON_NAME}`, `{CSV_NAME}` and the images."}
 
     def stop(self):
         if self.studio.stop(RUN_KIND):

@@ -52,6 +52,7 @@ FIELDS: dict[str, tuple[Callable, str]] = {
     "lr_warmup_steps": (int, "Warm-up steps"),
     "checkpoint_every": (int, "Checkpoint every"),
     "keep_checkpoints": (int, "Checkpoints to keep"),
+    "score_checkpoints": (bool, "Score checkpoints"),
     "validation_prompt": (_text, "Validation prompt"),
     "validation_every": (int, "Validation image every"),
 }
@@ -257,6 +258,13 @@ def build_advanced(w: dict) -> dict[str, gr.components.Component]:
                 _default("keep_checkpoints"), label="Checkpoints to keep", precision=0, minimum=1,
                 info="Older ones are deleted to save disk space.",
             )
+        w["score_checkpoints"] = gr.Checkbox(
+            _default("score_checkpoints"), label="Score checkpoints",
+            info=f"To find the best step of a long run: each checkpoint and the final LoRA "
+                 f"draw {_default('score_images')} fixed prompts and score likeness and "
+                 "prompt fit (plotted beside the loss). Costs those images per checkpoint "
+                 "and loads DINO and CLIP (downloaded once).",
+        )
         with gr.Row():
             w["mixed_precision"] = gr.Dropdown(
                 MIXED_PRECISION_LABELS, value=_default("mixed_precision"), label="Mixed precision",

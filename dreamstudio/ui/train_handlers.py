@@ -11,10 +11,17 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from ..errors import DreamStudioError, InputError
-from ..studio import PRESETS, JobStatus, RunInfo, Studio, compose_prompts
+from ..studio import PRESETS, JobStatus, RunInfo, Studio, best_point, compose_prompts
 from .common import guarded, prepared_subjects
 from .train_form import FILLABLE, form_values, preset_markdown, train_settings
-from .train_status import loss_frame, status_dict, status_markdown, validation_items
+from .train_status import (
+    fidelity_frame,
+    fidelity_markdown,
+    loss_frame,
+    status_dict,
+    status_markdown,
+    validation_items,
+)
 from .train_text import class_images_markdown, identifier_markdown, run_markdown
 
 if TYPE_CHECKING:
@@ -84,6 +91,23 @@ class TrainHandlers:
                                      "a checkpoint if checkpoints are on, and writes no LoRA."}
         return {self.ui.message: "No training is running, so there is nothing to cancel."}
 
+    @guarded("message")
+    def keep_best(self):
+        """Write the best scored checkpoint of the latest run as a LoRA of its own."""
+        status = self.studio.training_status()
+        best = best_point(status.progress.fidelity if status.progress else [])
+        if best is None or status.config is None:
+            raise InputError("No run has scored checkpoints yet: turn on Score checkpoints "
+                             "(Advanced) and train.")
+        address = self.studio.run_address(status.config.output_dir)
+        if address is None:
+            raise InputError(f"The run in {status.config.output_dir} is not in this "
+                             "workspace, so its checkpoint cannot be listed as a LoRA here.")
+        entry = self.studio.keep_checkpoint(*address, best["step"])
+        return {self.ui.message: f"Kept step {best['step']} of **{address[0]} / "
+                                 f"{address[1]}** as the LoRA **{entry.label}**: pick it on "
+                                 "the Generate or Evaluate tab."}
+
     def _status_dict(self) -> tuple[JobStatus, dict]:
         return current_status(self.studio)
 
@@ -148,10 +172,12 @@ class TrainHandlers:
         run = str(status.config.output_dir) if status.config else None
         forming = status.progress.preview if status.progress else None
         key = [text, run, len(status.losses), len(s["validation_images"]), status.state,
-               id(forming) if forming is not None else None]
+               id(forming) if forming is not None else None, len(s["fidelity"]),
+               s["fidelity_note"]]
         if last is not None and list(last) == key:
             return gr.skip()
-        old = list(last) if last is not None else [None] * len(key)
+        # A page open from before an app update may hold a shorter key: all is sent then.
+        old = list(last) if last is not None and len(last) == len(key) else [None] * len(key)
         update = {ui.status: text, ui.last: key}
         if old[1:3] != key[1:3]:
             update[ui.plot] = loss_frame(status.loss_steps, status.losses)
@@ -160,6 +186,10 @@ class TrainHandlers:
             update[ui.validation] = [(forming, "class image forming")]
         elif (old[1], old[3], old[5]) != (key[1], key[3], key[5]):
             update[ui.validation] = validation_items(s["validation_images"])
+        if (old[1], old[6], old[7]) != (key[1], key[6], key[7]):
+            update[ui.fidelity_plot] = fidelity_frame(s["fidelity"])
+            update[ui.fidelity] = fidelity_markdown(s["fidelity"], s["fidelity_note"])
+            update[ui.keep_btn] = gr.update(interactive=bool(s["fidelity"]))
         if (old[1], old[4]) != (key[1], key[4]):
             update[self.form["run_info"]] = self.run_text(subject, name)
         return update

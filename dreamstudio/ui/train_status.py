@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from ..studio import run_log_path
+from ..studio import BEST_RULE, best_point, run_log_path
 from .common import duration
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ PHASES = {
     "class_images": "Generating class images",
     "training": "Training",
     "validation": "Rendering a validation image",
+    "scoring": "Scoring the LoRA",
     "saving": "Saving the LoRA",
     "done": "Done",
     "cancelled": "Cancelled",
@@ -61,6 +62,8 @@ def status_dict(status: JobStatus, address: tuple[str, str] | None = None) -> di
         "steps_per_second": (round(result.steps_per_second, 3)
                              if result and result.steps_per_second else None),
         "num_losses": len(status.losses),
+        "fidelity": [dict(point) for point in p.fidelity] if p else [],
+        "fidelity_note": p.fidelity_note if p else None,
     }
 
 
@@ -95,7 +98,7 @@ def status_markdown(s: dict) -> str:
     if s["state"] == "running":
         phase = PHASES.get(s["phase"], s["phase"] or "")
         # Class images count up, and "Resumed at step N" comes before the first loss.
-        if s["phase"] in ("class_images", "validation") or s["loss"] is None:
+        if s["phase"] in ("class_images", "validation", "scoring") or s["loss"] is None:
             phase = s["message"] or phase
         # While class images are drawn, the time left is theirs: training comes after.
         whose = " for the class images" if s["phase"] == "class_images" else ""
@@ -127,3 +130,28 @@ def validation_items(paths: list[str]) -> list[tuple[str, str]]:
         if Path(path).is_file():
             items.append((str(path), caption))
     return items
+
+
+# The plotted scores, by the names the paper gives them.
+FIDELITY_METRICS = {"dino": "DINO", "clip_i": "CLIP-I", "clip_t": "CLIP-T"}
+
+
+def fidelity_frame(points: list[dict]) -> pd.DataFrame:
+    """One row per scored step and metric, for a line per metric."""
+    rows = [(p["step"], FIDELITY_METRICS[key], p[key])
+            for p in sorted(points, key=lambda p: p["step"]) for key in FIDELITY_METRICS]
+    return pd.DataFrame(rows, columns=["step", "metric", "score"])
+
+
+def fidelity_markdown(points: list[dict], note: str | None = None) -> str:
+    """The best scored step so far and the rule that picks it (or why there is none)."""
+    best = best_point(points)
+    if best is None:
+        text = ("Turn on **Score checkpoints** (Advanced) to plot how much the LoRA's images "
+                "look like your photos (DINO, CLIP-I) and follow the prompt (CLIP-T) at each "
+                "checkpoint.")
+    else:
+        text = (f"**Best so far: step {best['step']}** — DINO {best['dino']:.2f}, "
+                f"CLIP-T {best['clip_t']:.2f} (best = {BEST_RULE}; {len(points)} step"
+                f"{'s' if len(points) != 1 else ''} scored).")
+    return f"{text}\n\n⚠️ {note}" if note else text

@@ -44,7 +44,8 @@ def _wire(handlers: TrainHandlers, ui: TrainWidgets) -> None:
     # Progress: one cheap timer for status, plot, validation images and the run's state.
     gr.Timer(POLL_SECONDS).tick(
         handlers.poll, [ui.last, w["subject"], w["run_name"]],
-        [ui.status, ui.plot, ui.validation, w["run_info"], ui.last], **quiet)
+        [ui.status, ui.plot, ui.validation, w["run_info"], ui.fidelity_plot, ui.fidelity,
+         ui.keep_btn, ui.last], **quiet)
 
     for button, fn, api in ((ui.start_btn, handlers.start, "start_training"),
                             (ui.resume_btn, handlers.resume, "resume_training")):
@@ -52,6 +53,7 @@ def _wire(handlers: TrainHandlers, ui: TrainWidgets) -> None:
             handlers.after_start, [w["subject"], w["run_name"]],
             [w["run_name"], w["run_info"]], **quiet)
     ui.cancel_btn.click(handlers.cancel, None, ui.message, api_name="cancel_training")
+    ui.keep_btn.click(handlers.keep_best, None, ui.message, api_name="keep_best_checkpoint")
     gr.api(handlers.status, api_name="training_status")
 
     # Runs: the subject's list; picking one shows its state and reloads its settings.

@@ -15,7 +15,7 @@ from .train_form import (
     build_prior_preservation,
     build_training_settings,
 )
-from .train_status import loss_frame
+from .train_status import fidelity_frame, fidelity_markdown, loss_frame
 
 
 @dataclass
@@ -28,6 +28,9 @@ class TrainWidgets:
     status: gr.Markdown
     validation: gr.Gallery
     plot: gr.LinePlot
+    fidelity_plot: gr.LinePlot  # scored checkpoints (score_checkpoints)
+    fidelity: gr.Markdown  # the best step so far
+    keep_btn: gr.Button  # keep the best checkpoint as a LoRA
     last: gr.State  # what the last timer tick showed, to send only what changed
     presses: gr.State  # presses of Suggest, so each shows new words
 
@@ -64,9 +67,17 @@ def build_widgets(studio: Studio, status_text: str) -> TrainWidgets:
                 "level); a slow downward drift is all you should expect. The validation "
                 "images show better whether the subject is being learned."
             )
+            fidelity_plot = gr.LinePlot(
+                fidelity_frame([]), x="step", y="score", color="metric",
+                label="Scored checkpoints: likeness (DINO, CLIP-I) and prompt fit (CLIP-T)",
+                x_title="step", y_title="score",
+            )
+            fidelity = gr.Markdown(fidelity_markdown([]))
+            keep_btn = gr.Button("Keep the best checkpoint as a LoRA", interactive=False)
     for name, component in form.items():  # stable ids for browser tests and custom CSS
         component.elem_id = component.elem_id or f"train-{name.replace('_', '-')}"
     return TrainWidgets(form=form, start_btn=start_btn, resume_btn=resume_btn,
                         cancel_btn=cancel_btn, message=message, status=status,
-                        validation=validation, plot=plot, last=gr.State(None),
+                        validation=validation, plot=plot, fidelity_plot=fidelity_plot,
+                        fidelity=fidelity, keep_btn=keep_btn, last=gr.State(None),
                         presses=gr.State(0))

@@ -23,11 +23,17 @@ from .layout import Workspace
 
 SETTINGS_FILE = "run_settings.json"
 LOG_FILE = "train.log"
+FIDELITY_FILE = "fidelity_log.json"
 
 
 def run_log_path(run_dir: Path) -> Path:
     """The run's log: settings, losses every 10 steps, checkpoints, the end or the error."""
     return Path(run_dir) / LOG_FILE
+
+
+def fidelity_log_path(run_dir: Path) -> Path:
+    """The scores of the run's checkpoints (score_checkpoints), with the prompts drawn."""
+    return Path(run_dir) / FIDELITY_FILE
 
 
 @dataclass
@@ -76,6 +82,15 @@ def run_exists(path: Path) -> bool:
 
 def save_run_settings(config: TrainConfig) -> None:
     atomic_write_json(Path(config.output_dir) / SETTINGS_FILE, config.to_dict())
+
+
+def copy_run_settings(source: Path, target: Path, **changes) -> None:
+    """Give the run in `target` the settings of the run in `source`, with `changes` (e.g. a
+    kept checkpoint's steps) and its own output folder; nothing if `source` has none."""
+    settings = load_run_settings(source)
+    if settings:
+        atomic_write_json(Path(target) / SETTINGS_FILE,
+                          {**settings, **changes, "output_dir": str(target)})
 
 
 def load_run_settings(path: Path) -> dict:

@@ -42,3 +42,20 @@ def test_the_generation_benchmark_measures_what_previews_cost(tiny_model):
     assert cost["previews_per_image"] == 1 and cost["preview_every"] == 5  # step 5 of 10
     assert cost["one_preview_ms"] > 0 and 0 < cost["share_of_image_time"] < 1
     assert "1 per image" in format_preview_cost(cost)
+
+
+def test_the_sweep_benchmark_splits_drawing_from_scoring(tiny_model, tmp_path):
+    from bench.sweep import main as sweep_main
+    from tests.support.tiny_scorers import build_tiny_scorers
+
+    dino, clip = build_tiny_scorers(tmp_path / "scorers")
+    out = tmp_path / "sweep.json"
+    assert sweep_main(["--model", str(tiny_model), "--workdir", str(tmp_path / "work"),
+                       "--size", "64", "--scorers", str(dino), str(clip),
+                       "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    # The default sweep: 3 UNet x 2 text-encoder scales + the base row, 4 prompts + 2 leak.
+    assert (data["cells"], data["base_cells"], data["images"]) == (6, 1, 7 * 6)
+    assert data["drawn"] == data["images"] and data["reused"] == 0
+    assert 0 < data["drawing_s"] + data["scoring_s"] <= data["sweep_s"]
+    assert data["estimate_s"] > 0 and 0 < data["scoring_share"] < 1

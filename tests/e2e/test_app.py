@@ -474,6 +474,9 @@ def test_evaluate_tab_scores_a_lora_with_the_cached_model(app, trained, scorer_d
     assert "DreamBooth, Stable Diffusion (paper)" in rows and len(samples) == 2
     [folder] = (workspace / "subjects" / SUBJECT / "evaluations").glob(f"{RUN}-*")
     saved = json.loads((folder / "fidelity.json").read_text(encoding="utf-8"))
+    # The page says which photos subject fidelity was measured against.
+    assert ("kept for scoring only" if saved["compared_with"] == "held_out"
+            else "training photo(s)") in status
     metrics = ("dino", "clip_i", "clip_t")
     # Each prompt's scores are the saved ones, and the means row is their average.
     assert prompts["data"] == [[r["prompt"], *(round(r[m], 3) for m in metrics)]

@@ -156,10 +156,11 @@ def test_the_gallery_shows_the_class_image_forming_then_the_validation_images(tm
     studio = SimpleNamespace(training_status=lambda: status,
                              run_address=lambda path: ("dog", "first-try"))
     ui = SimpleNamespace(status="status", last="last", plot="plot", validation="validation",
+                         fidelity_plot="fidelity_plot", fidelity="fidelity", keep_btn="keep",
                          form={"run_info": "run_info"})
     handlers = TrainHandlers(studio, ui)
     run = str(status.config.output_dir)
-    last = [None, run, len(status.losses), 0, "running", None]
+    last = [None, run, len(status.losses), 0, "running", None, 0, None]
     update = handlers.poll(last, "dog", "first-try")
     assert update["validation"] == [(forming, "class image forming")]
     # The same picture is not sent again; once training starts the gallery goes back.
@@ -167,3 +168,82 @@ def test_the_gallery_shows_the_class_image_forming_then_the_validation_images(tm
     status.progress = TrainProgress("training", step=1, total_steps=30, loss=0.3)
     update = handlers.poll(update["last"], "dog", "first-try")
     assert update["validation"] == []
+
+
+POINTS = [{"step": 2, "dino": 0.41, "clip_i": 0.7, "clip_t": 0.27},
+          {"step": 4, "dino": 0.41, "clip_i": 0.72, "clip_t": 0.3},
+          {"step": 6, "dino": 0.35, "clip_i": 0.66, "clip_t": 0.31}]
+
+
+def test_the_scored_steps_plot_one_line_per_metric_and_name_the_best():
+    from dreamstudio.ui.train_status import fidelity_frame, fidelity_markdown
+
+    frame = fidelity_frame(list(reversed(POINTS)))
+    assert sorted(set(frame["metric"])) == ["CLIP-I", "CLIP-T", "DINO"]
+    dino = frame[frame["metric"] == "DINO"]
+    assert list(dino["step"]) == [2, 4, 6] and list(dino["score"]) == [0.41, 0.41, 0.35]
+    text = fidelity_markdown(POINTS)
+    # Equal DINO at steps 2 and 4: the earlier wins, and the rule is said.
+    assert "Best so far: step 2** — DINO 0.41, CLIP-T 0.27" in text
+    assert "highest DINO; on a tie the earlier step" in text
+    assert "Score checkpoints" in fidelity_markdown([])
+    assert "⚠️ no scorer" in fidelity_markdown([], "no scorer")
+
+
+def _handlers(status, kept: list):
+    from types import SimpleNamespace
+
+    from dreamstudio.ui.train_handlers import TrainHandlers
+
+    def keep(subject, run, step):
+        kept.append((subject, run, step))
+        return SimpleNamespace(label=f"{subject} / {run}-step{step}")
+
+    studio = SimpleNamespace(training_status=lambda: status, keep_checkpoint=keep,
+                             run_address=lambda path: ("dog", path.name))
+    ui = SimpleNamespace(status="status", last="last", plot="plot", validation="validation",
+                         fidelity_plot="fidelity_plot", fidelity="fidelity", keep_btn="keep",
+                         message="message", form={"run_info": "run_info"})
+    return TrainHandlers(studio, ui)
+
+
+def test_the_keep_button_is_enabled_by_scored_steps_and_keeps_the_best(tmp_path):
+    status = _status(tmp_path)
+    kept = []
+    handlers = _handlers(status, kept)
+    handlers.run_text = lambda subject, name: "run"
+    update = handlers.poll(None, "dog", "first-try")
+    assert update["keep"]["interactive"] is False
+    assert "Score checkpoints" in update["fidelity"]
+    with pytest.warns(UserWarning):  # the toast the user sees
+        refused = handlers.keep_best()
+    assert "No run has scored checkpoints" in refused["message"]
+    assert kept == []
+
+    status.progress.fidelity = POINTS
+    update = handlers.poll(update["last"], "dog", "first-try")
+    assert update["keep"]["interactive"] is True
+    assert len(update["fidelity_plot"]) == 3 * len(POINTS)
+    assert "keep" not in handlers.poll(update["last"], "dog", "first-try")  # nothing new
+    message = handlers.keep_best()["message"]
+    assert kept == [("dog", "first-try", 2)]
+    assert "**dog / first-try-step2**" in message
+
+
+def test_the_status_reports_the_scores_and_why_scoring_stopped(tmp_path):
+    status = _status(tmp_path, state="running")
+    status.result = None
+    status.progress = TrainProgress("scoring", step=4, total_steps=30, loss=0.2,
+                                    message="Scoring the LoRA at step 4", fidelity=POINTS[:1],
+                                    fidelity_note="scorer missing")
+    s = status_dict(status, ("dog", "first-try"))
+    assert s["fidelity"] == POINTS[:1] and s["fidelity_note"] == "scorer missing"
+    assert "**Scoring the LoRA at step 4**" in status_markdown(s)
+
+
+def test_the_score_checkpoints_box_is_a_form_setting(tmp_path):
+    config = TrainConfig(instance_dir=tmp_path, instance_prompt="a photo of ohwx dog",
+                         output_dir=tmp_path / "run", score_checkpoints=True)
+    values = form_values(config.to_dict())
+    assert values["score_checkpoints"] is True
+    assert train_settings(values)["score_checkpoints"] is True
