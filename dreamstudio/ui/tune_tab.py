@@ -18,6 +18,7 @@ from . import tune_text as text
 from .common import guarded
 from .evaluate_tab import offered_scorer
 from .generate_tab import lora_choices
+from .loras import BASE_MODEL
 from .streaming import UpdateStream
 from .tune_widgets import VALUE_AXES, TuneWidgets, build_widgets
 
@@ -214,6 +215,7 @@ class TuneHandlers:
             raise InputError(f"The sweep recommends no cell ({why}); widen it or change the "
                              "tolerance, then run it again.")
         label, sliders = self.studio.use_tuned(subject, run, rec.cell)
+        label = label or BASE_MODEL  # the base model's row has no LoRA
         note = (f"**{label}** with UNet {sliders['unet_scale']:g}, text encoder "
                 f"{sliders['text_encoder_scale']:g} and guidance {sliders['guidance']:g} "
                 "are set on the Generate tab.")

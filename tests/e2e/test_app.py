@@ -597,6 +597,24 @@ def test_tune_tab_sweeps_and_puts_the_pick_into_generate(app, trained, scorer_di
     assert studio.generator.model_loads == 1
 
 
+def test_stop_interrupts_a_running_sweep(app, trained, scorer_dirs):
+    client, studio, _, _ = app
+    args = _tune_args(*(str(d) for d in scorer_dirs), unet_scales="0.2-1 [5]", steps=40,
+                      guidances="3")
+    client.predict(SUBJECT, RUN, api_name="/tune_show")  # the checkboxes learn the run's LoRAs
+    job = client.submit(**args, api_name="/tune_sweep")
+    deadline = time.monotonic() + 60
+    while "Stopping" not in client.predict(api_name="/stop_tune"):
+        assert time.monotonic() < deadline, "the sweep never started"
+        time.sleep(0.1)
+    status, *_, summary, _, _ = job.result(timeout=120)
+    assert status.startswith("⏹️ Stopped after"), status
+    assert "No recommendation for a sweep that was stopped" in summary
+    # A stopped sweep is not saved as the run's result (an earlier finished one may be).
+    saved = studio.last_tune(SUBJECT, RUN)
+    assert saved is None or saved.config["guidances"] != [3.0]
+
+
 def test_a_file_as_workspace_is_named_not_taken_for_a_busy_port(tiny_model, tmp_path, capsys):
     taken = tmp_path / "notes.txt"
     taken.write_text("a file")
