@@ -87,6 +87,7 @@ def export_checkpoint(candidate: Candidate, target: Path, run_dir: Path,
     settings = load_run_settings(run_dir)
     info = {**read_lora_info(run_dir), "format": "diffusers-lora", "config": settings,
             "steps_done": candidate.step, "from_checkpoint": candidate.name,
+            "checkpoint_digest": candidate.digest,
             "subject_name": settings.get("subject_name") or Path(run_dir).name}
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)

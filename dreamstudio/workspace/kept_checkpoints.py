@@ -21,7 +21,8 @@ def kept_run_name(run: str, step: int) -> str:
 
 def keep_checkpoint(loras_dir: Path, run: str, step: int) -> Path:
     """Write the checkpoint of `run` (in `loras_dir`) at `step` as a new run folder with
-    the LoRA, its kohya file and the run's settings; return that folder."""
+    the LoRA, its kohya file and the run's settings; return that folder (the one written
+    before, if this checkpoint was kept already)."""
     loras_dir, run_dir = Path(loras_dir), Path(loras_dir) / run
     if not run_exists(run_dir):
         raise InputError(f"There is no run '{run}' in {loras_dir}: pick one from the run list.")
@@ -38,6 +39,10 @@ def keep_checkpoint(loras_dir: Path, run: str, step: int) -> Path:
             f"Run '{run}' has no checkpoint at step {step} any more: a run keeps only its "
             f"latest {kept or 'few'} checkpoints (steps it still has: {have}). Keep one of "
             "those, or raise 'Checkpoints to keep' before training the next run.")
+    for kept in sorted(loras_dir.iterdir()):  # kept before: the same LoRA again, not a copy
+        if (is_lora_dir(kept)
+                and read_lora_info(kept).get("checkpoint_digest") == candidate.digest):
+            return kept
     target = loras_dir / free_run_name(loras_dir, kept_run_name(run, step))
     export_checkpoint(candidate, target, run_dir, kohya=True)
     copy_run_settings(run_dir, target, steps=step)

@@ -167,8 +167,10 @@ def test_keep_checkpoint_writes_a_lora_with_the_checkpoints_weights(scored, tiny
     images = generator.generate(GenerateConfig(prompt=PROMPT, lora_dir=entry.path, steps=2,
                                                height=64, width=64), tmp_path / "out")
     assert len(images) == 1
-    # Kept again: a new name, the first one is not replaced.
-    assert studio.keep_checkpoint(SUBJECT, RUN, 4).name == f"{RUN}-step4-2"
+    # Kept again (a second click, or "use this" on the Tune tab): the same LoRA, no copy.
+    before = sorted(p.name for p in entry.path.parent.iterdir())
+    assert studio.keep_checkpoint(SUBJECT, RUN, 4).path == entry.path
+    assert sorted(p.name for p in entry.path.parent.iterdir()) == before
 
 
 def test_a_pruned_checkpoint_or_the_final_step_is_refused_clearly(scored, tiny_model):

@@ -8,11 +8,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from safetensors.torch import load_file
 
 from dreamstudio.cli import main
+from dreamstudio.data.images import open_rgb
 from dreamstudio.errors import InputError
-from dreamstudio.generate.generator import Generator
+from dreamstudio.generate.generator import GeneratedImage, Generator
 from dreamstudio.generate.png_metadata import read_parameters
 from dreamstudio.lora.adapters import classic_clip_path
 from dreamstudio.lora.files import read_lora_weights
@@ -194,3 +196,65 @@ def test_sweep_images_sit_where_their_settings_say(run_dir, small_dog_dir, score
     # Other sampler steps give other images: never the same files.
     assert paths.isdisjoint({p for c in other_cells for d in c.all_draws for p in d.paths})
     assert all(Path(p).is_relative_to(tmp_path) for p in paths)
+
+
+class CopyingGenerator(CountingGenerator):
+    """A LoRA that copies the subject outright: with its UNet part on, every image is one
+    of the subject's photos (the leak the paper's check is there to catch)."""
+
+    def __init__(self, *args, photos, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.photos = photos
+
+    def generate(self, config, output_dir=None, progress=None, cancel=None, preview=None):
+        made = super().generate(config, output_dir, progress, cancel, preview)
+        if config.lora_dir is None or config.unet_scale == 0:
+            return made
+        return [GeneratedImage(self.photos[i % len(self.photos)].copy(), item.seed, None)
+                for i, item in enumerate(made)]
+
+
+def test_a_lora_that_copies_the_subject_leaks_and_is_flagged(
+        run_dir, small_dog_dir, scorer_dirs, scorers, tiny_model, tmp_path):
+    # One photo: a copy of it scores exactly 1.0, whatever the random tiny DINO makes of
+    # two different photos of one dog.
+    photos = tmp_path / "photo"
+    photos.mkdir()
+    photo = open_rgb(min(small_dog_dir.iterdir()))
+    photo.save(photos / "dog.png")
+    generator = CopyingGenerator(str(tiny_model), device="cpu", photos=[photo])
+    config = _config(run_dir, photos, scorer_dirs, candidates=None,
+                     unet_scales=[0.0, 1.0], images_per_prompt=1, leak_images=2,
+                     leak_margin=0.005)  # the random tiny DINO puts all images within ~0.02
+    result = _sweep(config, generator, tmp_path / "sweep", scorers)
+    off, copying = sorted(result.cells, key=lambda c: c.unet_scale)
+    assert copying.leak == pytest.approx(1.0)
+    assert copying.leak > off.leak and copying.leak > result.base[0].leak
+    assert copying.leak_flagged and not off.leak_flagged
+    assert copying.dino > off.dino  # it is the subject, after all: fidelity alone would pick it
+    assert result.recommendation.cell is None or not result.recommendation.cell.leak_flagged
+
+
+def test_people_are_scored_by_face_identity_and_faceless_images_are_misses(
+        run_dir, scorer_dirs, scorers, tiny_model, tmp_path):
+    from skimage import data as skimage_data
+
+    from dreamstudio.evaluate.faces import FaceScorer
+    from tests.support.tiny_scorers import build_tiny_face_weights
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    face = Image.fromarray(skimage_data.astronaut()).resize((256, 256))
+    face.save(photos / "astronaut.png")
+    generator = CopyingGenerator(str(tiny_model), device="cpu", photos=[face])
+    faces = FaceScorer(str(build_tiny_face_weights(tmp_path / "face.pt")), device="cpu")
+    config = _config(run_dir, photos, scorer_dirs, candidates=None, unet_scales=[1.0],
+                     images_per_prompt=1, leak_images=0, class_noun="person",
+                     identifier="sks")
+    assert config.scores_faces  # people: face identity by default
+    result = run_sweep(config, generator, tmp_path / "sweep", *scorers, faces)
+    assert result.uses_face and "face" in result.preprocessing
+    (cell,) = result.cells
+    assert cell.face == pytest.approx(1.0) and (cell.face_found, cell.face_misses) == (4, 0)
+    base = result.base[0]  # the tiny model draws noise: no face in any of its images
+    assert base.face is None and (base.face_found, base.face_misses) == (0, 4)
