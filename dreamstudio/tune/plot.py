@@ -11,7 +11,7 @@ import math
 from PIL import Image, ImageDraw, ImageFont
 
 from .results import CellScore, SweepResult
-from .rule import fidelity_name
+from .rule import clip_t_floor, fidelity_name
 
 # Distinct, colour-blind-friendly dot colours (Okabe-Ito), one per candidate, in order.
 PALETTE = ((0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233),
@@ -40,7 +40,7 @@ def tolerance_line(result: SweepResult) -> float | None:
     if row is None or row.clip_t is None:
         return None
     tolerance = result.config.get("clip_t_tolerance", DEFAULT_TOLERANCE)
-    return row.clip_t * (1 - tolerance)
+    return clip_t_floor(row.clip_t, tolerance)
 
 
 def _points(cells: list[CellScore], uses_face: bool) -> list[tuple[CellScore, float, float]]:

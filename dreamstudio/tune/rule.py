@@ -53,8 +53,14 @@ def base_row(cell: CellScore, base: list[CellScore]) -> tuple[CellScore | None, 
     return min(base, key=lambda b: abs(b.guidance - cell.guidance)), False
 
 
+def clip_t_floor(base_clip_t: float, tolerance: float) -> float:
+    """The lowest CLIP-T within `tolerance` (a fraction) of the base model's. Measured from
+    its size, so a negative CLIP-T (possible with any cosine) still gets a floor below it."""
+    return base_clip_t - tolerance * abs(base_clip_t)
+
+
 def _threshold(base: CellScore, tolerance: float) -> float:
-    return base.clip_t * (1 - tolerance)
+    return clip_t_floor(base.clip_t, tolerance)
 
 
 def _f(value: float | None) -> str:

@@ -33,6 +33,16 @@ def test_higher_fidelity_below_the_clip_t_tolerance_is_skipped():
     assert recommend([too_far, at_limit], [ref], 0.2, uses_face=False).cell is too_far
 
 
+def test_a_negative_base_clip_t_still_gets_a_floor_below_it():
+    # Any cosine can be negative (the tests' random scorers give about -0.09): a cell equal
+    # to the base model stays within the tolerance, one 10% below it does not.
+    ref = base(clip_t=-0.09)
+    same = cell(unet=0.6, dino=0.5, clip_t=-0.09)
+    worse = cell(unet=1.0, dino=0.9, clip_t=-0.09 - 0.1 * 0.09)
+    rec = recommend([worse, same], [ref], TOL, uses_face=False)
+    assert rec.cell is same
+
+
 def test_a_leak_flagged_cell_is_skipped():
     leaky = cell(unet=1.0, dino=0.9, clip_t=0.26, leak_flagged=True)
     clean = cell(unet=0.8, dino=0.7, clip_t=0.26, leak_flagged=False)
