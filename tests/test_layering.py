@@ -56,7 +56,8 @@ def imports(path: Path, root: Path = PACKAGE) -> list[tuple[str, list[str], int]
 
 def _public_names(root: Path, module: str) -> set[str] | None:
     """The __all__ of `module` of the package at `root` (None if it has none)."""
-    path = root.parent.joinpath(*module.split(".")).with_suffix(".py")
+    path = root.parent.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
