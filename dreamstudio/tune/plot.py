@@ -151,8 +151,10 @@ def draw_scatter(result: SweepResult, size: tuple[int, int] = (720, 480)) -> Ima
                      width=max(2, round(2 * scale)))
         half = draw.textlength("recommended", font=small) / 2
         tx = min(max(cx, left + half + 2), right - half - 2)  # kept inside the axes
-        draw.text((tx, cy - ring - 2), "recommended", fill=PICK_COLOUR, font=small,
-                  anchor="mb")
+        # Near the top, above the ring would sit under the page's label of the image.
+        above = cy - ring - 2 - 2 * getattr(small, "size", 11) >= top
+        draw.text((tx, cy - ring - 2 if above else cy + ring + 2), "recommended",
+                  fill=PICK_COLOUR, font=small, anchor="mb" if above else "mt")
 
     _legend(draw, colours, (right + 14 * scale, top), r, scale, small, limit is not None)
     return image
