@@ -116,11 +116,11 @@ class SweepPlan:
         if self.reused:
             text += f", {self.reused} reused from an earlier sweep"
         if self.seconds is not None:
-            text += f"; about {_duration(self.seconds)} on this machine"
+            text += f"; about {duration(self.seconds)} on this machine"
         return text + "."
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
@@ -135,3 +135,8 @@ class TuneProgress:
     total: int = 0
     message: str = ""
     image: object | None = None  # the last image drawn (PIL), for the page to show
+    eta_seconds: float | None = None  # from the pace of this sweep's draws so far
+
+    @property
+    def eta_text(self) -> str:
+        return "" if self.eta_seconds is None else f"about {duration(self.eta_seconds)} left"

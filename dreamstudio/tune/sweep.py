@@ -257,10 +257,15 @@ def run_sweep(
                 done += len(draw.seeds)
                 continue
             message = f"Drawing {s.label}: {draw.prompt}"
-            emit(TuneProgress("drawing", done, total, message))
+            # The plan's estimate comes from a short timing; once images are drawn, their
+            # own pace says better what is left.
+            eta = (result.seconds_drawing / result.drawn * (plan.to_draw - result.drawn)
+                   if result.drawn else plan.seconds)
+            emit(TuneProgress("drawing", done, total, message, eta_seconds=eta))
 
-            def on_step(step, steps, message=message, done=done):
-                emit(TuneProgress("drawing", done, total, f"{message} (step {step}/{steps})"))
+            def on_step(step, steps, message=message, done=done, eta=eta):
+                emit(TuneProgress("drawing", done, total, f"{message} (step {step}/{steps})",
+                                  eta_seconds=eta))
 
             start = time.monotonic()
             images = _draw(draw, cell, lora_dir, config, generator, cancel, on_step)
@@ -270,7 +275,9 @@ def run_sweep(
             drawn_images[index] = images
             result.drawn += len(images)
             done += len(images)
-            emit(TuneProgress("drawing", done, total, message, images[-1]))
+            emit(TuneProgress("drawing", done, total, message, images[-1],
+                              result.seconds_drawing / result.drawn
+                              * (plan.to_draw - result.drawn)))
         if len(drawn_images) < len(cell.all_draws):
             break  # cancelled inside this cell: it is left unscored
         start = time.monotonic()

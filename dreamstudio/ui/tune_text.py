@@ -58,6 +58,8 @@ def progress_text(p: TuneProgress) -> str:
     parts.append(PHASES.get(p.phase, p.phase))
     if p.message:
         parts.append(p.message)
+    if p.eta_text:
+        parts.append(p.eta_text)
     return " · ".join(parts)
 
 

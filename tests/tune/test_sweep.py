@@ -258,3 +258,15 @@ def test_people_are_scored_by_face_identity_and_faceless_images_are_misses(
     assert cell.face == pytest.approx(1.0) and (cell.face_found, cell.face_misses) == (4, 0)
     base = result.base[0]  # the tiny model draws noise: no face in any of its images
     assert base.face is None and (base.face_found, base.face_misses) == (0, 4)
+
+
+def test_the_progress_says_what_is_left_from_the_pace_of_the_draws(
+        run_dir, small_dog_dir, scorer_dirs, scorers, generator, tmp_path):
+    config = _config(run_dir, small_dog_dir, scorer_dirs, candidates=None, unet_scales=[1.0],
+                     images_per_prompt=1, leak_images=0)
+    seen = []
+    _sweep(config, generator, tmp_path, scorers, progress=seen.append)
+    drawn = [p for p in seen if p.phase == "drawing" and p.image is not None]
+    assert [p.done for p in drawn] == list(range(1, 9))  # base + 1 cell, 4 prompts each
+    assert all(p.eta_seconds > 0 for p in drawn[:-1]) and drawn[-1].eta_seconds == 0
+    assert "left" in drawn[0].eta_text and seen[-1].phase == "done"
