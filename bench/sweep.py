@@ -85,7 +85,7 @@ def prepare_run(workdir: Path, model: Path, resolution: int) -> tuple[Path, Path
 
 
 def run_benchmark(model: Path, workdir: Path, size: int,
-                  scorers: tuple[Path, Path] | None = None) -> dict:
+                  scorers: tuple[Path, Path] | None = None, steps: int | None = None) -> dict:
     from dreamstudio.generate.generator import Generator
     from dreamstudio.tune.config import TuneConfig
     from dreamstudio.tune.scoring import load_scorers
@@ -98,7 +98,8 @@ def run_benchmark(model: Path, workdir: Path, size: int,
     photos, run = prepare_run(workdir, model, size)
     dino_dir, clip_dir = scorers or build_scorers(workdir / "scorers")
     config = TuneConfig(run_dir=run, real_images_dir=photos, height=size, width=size,
-                        dino_model=str(dino_dir), clip_model=str(clip_dir))
+                        dino_model=str(dino_dir), clip_model=str(clip_dir),
+                        **({"steps": steps} if steps else {}))
     folder = workdir / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"  # a fresh one: no reuse
     generator = Generator(str(model))
 
@@ -168,13 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scorers", type=Path, nargs=2, default=None,
                         metavar=("DINO", "CLIP"),
                         help="Scorer folders to use instead of random full-size ones.")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="Sampler steps per image; default: the sweep's own default.")
     parser.add_argument("--json", type=Path, default=None, help="Write the figures here.")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     from dreamstudio.errors import DreamStudioError
 
     try:
-        report = run_benchmark(args.model, args.workdir, args.size, args.scorers)
+        report = run_benchmark(args.model, args.workdir, args.size, args.scorers, args.steps)
     except DreamStudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -51,7 +51,7 @@ def test_the_sweep_benchmark_splits_drawing_from_scoring(tiny_model, tmp_path):
     dino, clip = build_tiny_scorers(tmp_path / "scorers")
     out = tmp_path / "sweep.json"
     assert sweep_main(["--model", str(tiny_model), "--workdir", str(tmp_path / "work"),
-                       "--size", "64", "--scorers", str(dino), str(clip),
+                       "--size", "64", "--steps", "2", "--scorers", str(dino), str(clip),
                        "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     # The default sweep: 3 UNet x 2 text-encoder scales + the base row, 4 prompts + 2 leak.
