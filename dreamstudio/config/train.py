@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 
 from ..core.architectures import ARCHITECTURES
@@ -15,6 +16,9 @@ from .checks import as_path, check, check_not_a_file, check_seed
 
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+OPTIMIZERS = ("adamw", "adamw8bit", "prodigy")
+PRODIGY_MISSING = ("The Prodigy optimizer needs the optional package prodigyopt: "
+                   "pip install prodigyopt, or choose the AdamW optimizer.")
 
 
 @dataclass
@@ -49,7 +53,7 @@ class TrainConfig:
     train_text_encoder: bool = field(
         default=True, metadata={"help": "Also train a LoRA on the text encoder."}
     )
-    rank: int = field(default=4, metadata={"help": "LoRA rank (alpha equals rank)."})
+    rank: int = field(default=4, metadata={"help": "LoRA rank."})
     resolution: int = field(default=512, metadata={"help": "Training image side in pixels."})
     seed: int = field(default=0, metadata={"help": "Seed for noise, timesteps and data order."})
     batch_size: int = field(default=1, metadata={"help": "Instance images per step."})
@@ -63,7 +67,9 @@ class TrainConfig:
         default=False, metadata={"help": "Recompute activations: less memory, ~30% slower."}
     )
     use_8bit_adam: bool = field(
-        default=False, metadata={"help": "8-bit AdamW from bitsandbytes (CUDA): less memory."}
+        default=False,
+        metadata={"help": "8-bit AdamW from bitsandbytes (CUDA): less memory (the same as "
+                          "optimizer 'adamw8bit')."},
     )
     channels_last: bool = field(
         default=True, metadata={"help": "UNet in channels-last memory format (faster convs)."}
@@ -132,6 +138,23 @@ class TrainConfig:
     device: str | None = field(
         default=None, metadata={"help": "Force a device ('cpu', 'cuda', 'mps')."}
     )
+    # --- DoRA, LoRA alpha and the optimizer ---
+    use_dora: bool = field(
+        default=False,
+        metadata={"help": "Train a DoRA (weight-decomposed LoRA): often a closer likeness at "
+                          "low rank, slower per step; diffusers, ComfyUI and Forge load it."},
+    )
+    lora_alpha: int | None = field(
+        default=None,
+        metadata={"help": "LoRA alpha: the LoRA's strength is alpha / rank (default: the "
+                          "rank, a strength of 1)."},
+    )
+    optimizer: str = field(
+        default="adamw",
+        metadata={"help": "'adamw', 'adamw8bit' (bitsandbytes, CUDA) or 'prodigy' (finds its "
+                          "own step size; pip install prodigyopt; use learning rates of 1).",
+                  "choices": OPTIMIZERS},
+    )
 
     def __post_init__(self):
         self.instance_dir = as_path(self.instance_dir)
@@ -153,6 +176,22 @@ class TrainConfig:
         check(self.text_encoder_lr > 0,
                f"text-encoder learning rate must be > 0 (got {self.text_encoder_lr}).")
         check(1 <= self.rank <= 256, f"rank must be between 1 and 256 (got {self.rank}).")
+        if self.lora_alpha == 0:
+            self.lora_alpha = None  # the form's 0 and an unset alpha both mean "the rank"
+        check(self.lora_alpha is None or 1 <= self.lora_alpha <= 1024,
+              f"LoRA alpha must be between 1 and 1024, or unset for the rank "
+              f"(got {self.lora_alpha}).")
+        check(self.optimizer in OPTIMIZERS,
+              f"optimizer must be one of {OPTIMIZERS} (got {self.optimizer!r}).")
+        # The older switch (run settings, --use-8bit-adam) and the choice say the same.
+        if self.use_8bit_adam and self.optimizer == "adamw":
+            self.optimizer = "adamw8bit"
+        check(not self.use_8bit_adam or self.optimizer == "adamw8bit",
+              f"8-bit Adam is on but the optimizer is {self.optimizer!r}: turn one off.")
+        self.use_8bit_adam = self.optimizer == "adamw8bit"
+        # Said before any model loads; the optimizer's own import says it too (setup.py).
+        check(self.optimizer != "prodigy" or find_spec("prodigyopt") is not None,
+              PRODIGY_MISSING)
         check(64 <= self.resolution <= 2048 and self.resolution % 8 == 0,
                f"resolution must be a multiple of 8 between 64 and 2048 (got {self.resolution}).")
         check(self.batch_size >= 1, f"batch size must be at least 1 (got {self.batch_size}).")
@@ -182,6 +221,11 @@ class TrainConfig:
                 "A class folder was given without a class prompt: add --class-prompt "
                 "(e.g. 'a photo of dog') to use prior preservation, or drop --class-dir."
             )
+
+    @property
+    def alpha(self) -> int:
+        """The LoRA alpha trained with: the setting, else the rank."""
+        return self.lora_alpha or self.rank
 
     @property
     def with_prior_preservation(self) -> bool:

@@ -17,9 +17,11 @@ from pathlib import Path
 from ..lora.files import read_lora_info
 
 # The key endings of a LoRA's two matrices in the diffusers layouts (attention-processor,
-# text-encoder monkey-patch and peft): "down" maps the layer's inputs, "up" its outputs.
+# text-encoder monkey-patch and peft): "down" maps the layer's inputs, "up" its outputs;
+# a DoRA's magnitude vector has one value per output.
 _MATRIX = re.compile(
     r"\.(?:lora|lora_linear_layer)\.(down|up)\.weight$|\.lora_(A|B)(?:\.[^.]+)?\.weight$"
+    r"|\.lora_magnitude_vector(?:\.weight)?$"
 )
 _COMPONENTS = {"unet": "UNet", "text_encoder": "text encoder"}
 

@@ -17,14 +17,27 @@ def classic_clip_path(module_path: str) -> str:
     return module_path if module_path.startswith(CLIP_ROOT) else CLIP_ROOT + module_path
 
 
-def add_lora(model, rank: int, targets: list[str]) -> None:
-    """Attach a trainable LoRA (alpha = rank, so its scale is 1) to `model` in place."""
+def add_lora(model, rank: int, targets: list[str], alpha: int | None = None,
+             use_dora: bool = False) -> None:
+    """Attach a trainable LoRA to `model` in place: scale alpha / rank (alpha None: the
+    rank, scale 1); with `use_dora` a DoRA, whose per-output magnitude vectors train too."""
     from peft import LoraConfig
 
     config = LoraConfig(
-        r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets
+        r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian",
+        target_modules=targets, use_dora=use_dora,
     )
     model.add_adapter(config)
+
+
+def adapter_settings(rank: int, alpha: int | None, use_dora: bool,
+                     targets: list[str]) -> dict:
+    """The LoRA settings diffusers rebuilds the adapter from when it loads our file
+    (its `lora_adapter_metadata`): without them it assumes alpha = rank and no DoRA. Only
+    LoraConfig fields that older peft releases know, and the (empty) patterns diffusers
+    0.35 requires."""
+    return {"r": rank, "lora_alpha": alpha or rank, "use_dora": use_dora,
+            "target_modules": list(targets), "rank_pattern": {}, "alpha_pattern": {}}
 
 
 def peft_weights(unet, text_encoder=None) -> dict:

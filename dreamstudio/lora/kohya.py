@@ -3,6 +3,9 @@
 Kohya names each LoRA module after the diffusers module path with dots turned into
 underscores, prefixed `lora_unet_` or `lora_te_`, with `lora_down` (A), `lora_up` (B) and
 a scalar `alpha` per module; training settings go into the safetensors header (`ss_*`).
+A DoRA adds `dora_scale` per module: peft's magnitude vector, one norm per output row,
+shaped (out, 1) as LyCORIS writes a DoRA normalised on the output axis (ComfyUI tells the
+axis by that first size; a (1, in) scale would be the input-axis kind).
 """
 
 from __future__ import annotations
@@ -20,15 +23,23 @@ from safetensors.torch import save_file
 from ..core.files import atomic_path, is_temporary
 from ..core.models import describe_source
 from .adapters import classic_clip_path
-from .files import CONFIG_NAME, WEIGHTS_NAME, is_lora_dir, read_lora_info, read_lora_weights
+from .files import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    is_lora_dir,
+    lora_alpha,
+    read_lora_info,
+    read_lora_weights,
+)
 
 log = logging.getLogger(__name__)
 
 _PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
 # Keys as peft's get_peft_model_state_dict gives them, prefixed with the component, so the
 # module path is exactly the model's own (`model.named_modules()`).
-_KEY = re.compile(r"^(unet|text_encoder)\.(.+)\.(lora_A|lora_B)\.weight$")
-_KIND = {"lora_A": "lora_down", "lora_B": "lora_up"}
+_KEY = re.compile(r"^(unet|text_encoder)\.(.+)\."
+                  r"(?:(lora_A|lora_B)\.weight|(lora_magnitude_vector))$")
+_KIND = {"lora_A": "lora_down.weight", "lora_B": "lora_up.weight"}
 
 
 def kohya_module_name(component: str, module_path: str) -> str:
@@ -45,11 +56,13 @@ def to_kohya(peft_state: dict[str, torch.Tensor], alpha: float) -> dict[str, tor
         match = _KEY.match(key)
         if match is None:
             raise ValueError(f"unexpected LoRA key {key!r}: cannot map it to the kohya format")
-        component, path, which = match.groups()
+        component, path, which, magnitude = match.groups()
         name = kohya_module_name(component, path)
-        out[f"{name}.{_KIND[which]}.weight"] = (
-            tensor.detach().to("cpu", torch.float32).contiguous()
-        )
+        tensor = tensor.detach().to("cpu", torch.float32)
+        if magnitude:
+            out[f"{name}.dora_scale"] = tensor.reshape(-1, 1).contiguous()
+        else:
+            out[f"{name}.{_KIND[which]}"] = tensor.contiguous()
         out.setdefault(f"{name}.alpha", torch.tensor(float(alpha)))
     return out
 
@@ -98,7 +111,12 @@ def kohya_metadata(info: dict) -> dict[str, str]:
     meta = {
         "ss_network_module": "networks.lora",
         "ss_network_dim": cfg.get("rank"),
-        "ss_network_alpha": cfg.get("rank"),
+        "ss_network_alpha": lora_alpha(cfg) if cfg.get("rank") else None,
+        # LyCORIS's way of saying a LoRA is a DoRA (its `dora_wd`); ours says it plainly.
+        "ss_network_args": json.dumps({"algo": "lora", "dora_wd": True})
+        if cfg.get("use_dora") else None,
+        "dreamstudio_dora": bool(cfg.get("use_dora")),
+        "dreamstudio_optimizer": cfg.get("optimizer"),
         "ss_sd_model_name": shared_model_name(cfg.get("model")),
         "ss_base_model_version": info.get("base_model_version", "sd_v1"),
         "ss_v2": info.get("prediction_type") == "v_prediction",
@@ -150,8 +168,8 @@ def finish_export(lora_dir: Path) -> Path | None:
         return None
     if not weights:
         return None
-    # Our LoRAs are trained with alpha = rank; the rank is the down weights' first size.
-    alpha = cfg.get("rank") or next(
+    # Runs without an alpha setting trained with alpha = rank: the down weights' first size.
+    alpha = lora_alpha(cfg) if cfg.get("rank") else next(
         v.shape[0] for k, v in weights.items() if k.endswith(".lora_A.weight"))
     log.info("finishing the missing kohya export of %s", lora_dir)
     try:

@@ -36,7 +36,18 @@ log = logging.getLogger("dreamstudio.training")
 # Settings a checkpoint must share with the run that resumes it: any other setting (the
 # learning rate, validation, ...) may change between the two.
 RESUME_KEYS = ("model", "instance_prompt", "class_prompt", "rank", "train_text_encoder",
-               "resolution", "batch_size", "seed")
+               "resolution", "batch_size", "seed", "use_dora", "lora_alpha")
+
+
+def _as_trained(settings: dict) -> dict:
+    """Recorded settings as what they train: an unset alpha is the rank (alpha 8 at rank 8
+    trains what "unset" did), and a checkpoint older than a setting trained without it."""
+    if not settings:
+        return settings
+    trained = {"use_dora": False, **settings}
+    if "rank" in settings:
+        trained["lora_alpha"] = settings.get("lora_alpha") or settings["rank"]
+    return trained
 
 
 # What earlier versions wrote under temporary names: the LoRA's folder, the kohya file.
@@ -115,11 +126,13 @@ def check_resumable(config: TrainConfig) -> Checkpoint:
     state = load_state(checkpoint)
     run = Path(config.output_dir).name
     step = state.get("step", checkpoint.step)
-    # Only recorded settings are compared: a checkpoint that lacks one cannot disagree.
+    # Only recorded settings are compared: a checkpoint that lacks one cannot disagree,
+    # except those added later, which it trained with at their old behaviour.
     saved = state.get("settings", {})
-    changed = [k for k in RESUME_KEYS if k in saved and saved[k] != getattr(config, k)]
+    saved, now = _as_trained(saved), _as_trained(resume_settings(config))
+    changed = [k for k in RESUME_KEYS if k in saved and saved[k] != now[k]]
     if changed:
-        listed = ", ".join(f"{k} (was {saved[k]!r}, now {getattr(config, k)!r})"
+        listed = ", ".join(f"{k} (was {saved[k]!r}, now {now[k]!r})"
                            for k in changed)
         raise TrainingError(
             f"Cannot resume '{run}': these settings differ from the run that wrote its "

@@ -7,8 +7,9 @@ import logging
 import torch
 
 from ..config import TrainConfig
+from ..config.train import PRODIGY_MISSING
 from ..core.devices import pick_device
-from ..errors import TrainingError
+from ..errors import InputError, TrainingError
 
 log = logging.getLogger("dreamstudio.training")
 
@@ -71,8 +72,13 @@ def cast_frozen(model, dtype: torch.dtype) -> None:
         diffusers_log.setLevel(level)
 
 
-def make_optimizer(params: list[dict], use_8bit: bool):
-    if not use_8bit:
+def make_optimizer(params: list[dict], optimizer: str | bool = "adamw"):
+    """The optimizer named by TrainConfig.optimizer (True / False: the older 8-bit switch)."""
+    if isinstance(optimizer, bool):
+        optimizer = "adamw8bit" if optimizer else "adamw"
+    if optimizer == "prodigy":
+        return _prodigy(params)
+    if optimizer != "adamw8bit":
         return torch.optim.AdamW(params, weight_decay=1e-2)
     try:
         import bitsandbytes as bnb
@@ -82,6 +88,18 @@ def make_optimizer(params: list[dict], use_8bit: bool):
             "pip install bitsandbytes, or turn 8-bit Adam off."
         ) from exc
     return bnb.optim.AdamW8bit(params, weight_decay=1e-2)
+
+
+def _prodigy(params: list[dict]):
+    try:
+        from prodigyopt import Prodigy
+    except ImportError as exc:
+        raise InputError(PRODIGY_MISSING) from exc
+    # Prodigy estimates the step size itself; each group's lr only scales its estimate
+    # (1 is its authors' advice). Bias correction and a safeguarded warm-up are what
+    # their diffusion-model advice adds.
+    return Prodigy(params, weight_decay=1e-2, use_bias_correction=True,
+                   safeguard_warmup=True)
 
 
 def make_lr_scheduler(config: TrainConfig, optimizer, num_processes: int):

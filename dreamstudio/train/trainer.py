@@ -251,9 +251,9 @@ def _lora_and_optimizer(session: TrainingSession) -> None:
 
     s, cfg = session, session.config
     torch.manual_seed(cfg.seed)  # LoRA init is identical on every process
-    add_lora(s.unet, cfg.rank, UNET_TARGETS)
+    add_lora(s.unet, cfg.rank, UNET_TARGETS, cfg.lora_alpha, cfg.use_dora)
     if cfg.train_text_encoder:
-        add_lora(s.text_encoder, cfg.rank, TEXT_ENCODER_TARGETS)
+        add_lora(s.text_encoder, cfg.rank, TEXT_ENCODER_TARGETS, cfg.lora_alpha, cfg.use_dora)
     # Trainable LoRA weights stay fp32 under mixed precision, so the optimizer and the
     # grad scaler work on fp32 (no "Attempting to unscale FP16 gradients").
     cast_training_params([s.unet, s.text_encoder], dtype=torch.float32)
@@ -266,7 +266,7 @@ def _lora_and_optimizer(session: TrainingSession) -> None:
                        "lr": cfg.text_encoder_lr})
         s.text_encoder.train()
     s.unet.train()
-    optimizer = make_optimizer(params, cfg.use_8bit_adam)
+    optimizer = make_optimizer(params, cfg.optimizer)
     lr_scheduler = make_lr_scheduler(cfg, optimizer, s.accelerator.num_processes)
     models = [s.unet, s.text_encoder] if cfg.train_text_encoder else [s.unet]
     prepared = s.accelerator.prepare(*models, optimizer, lr_scheduler)
@@ -318,7 +318,7 @@ def _finish(session: TrainingSession, steps_per_second: float) -> TrainResult:
         info = _info(session, steps_per_second)
         lora_path = save_lora(cfg.output_dir, *lora_state_dicts(weights), info)
         if cfg.export_kohya:
-            kohya_file = export_kohya(weights, cfg.rank, kohya_path(cfg.output_dir, info), info)
+            kohya_file = export_kohya(weights, cfg.alpha, kohya_path(cfg.output_dir, info), info)
     accelerator.free_memory()
     seconds = time.monotonic() - session.start
     saved = (f"LoRA saved to {lora_path}" if accelerator.is_main_process else

@@ -12,7 +12,14 @@ from pathlib import Path
 
 from ..core.files import file_digest
 from ..errors import InputError
-from ..lora.files import is_lora_dir, lora_state_dicts, lora_weights_path, read_lora_info, save_lora
+from ..lora.files import (
+    is_lora_dir,
+    lora_alpha,
+    lora_state_dicts,
+    lora_weights_path,
+    read_lora_info,
+    save_lora,
+)
 from ..lora.kohya import export_kohya, kohya_path
 from ..train.checkpoints import WEIGHTS_FILE, list_checkpoints
 from ..workspace.runs import load_run_settings
@@ -93,5 +100,5 @@ def export_checkpoint(candidate: Candidate, target: Path, run_dir: Path,
     target.mkdir(parents=True, exist_ok=True)
     save_lora(target, *lora_state_dicts(weights), info)
     if kohya:
-        export_kohya(weights, settings.get("rank", 4), kohya_path(target, info), info)
+        export_kohya(weights, lora_alpha(settings), kohya_path(target, info), info)
     return target

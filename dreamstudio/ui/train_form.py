@@ -7,13 +7,14 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from ..config import LR_SCHEDULERS, TrainConfig, default_of
+from ..config import LR_SCHEDULERS, OPTIMIZERS, TrainConfig, default_of
 from ..errors import InputError
 from ..studio import PRESETS, Studio, class_noun_of, compose_prompts, parse_template_prompt
 from .common import model_image_size, prepared_subjects
 
 DEFAULT_PRESET = next(iter(PRESETS))
 DEFAULT_IDENTIFIER = "sks"
+OPTIMIZER_LABELS = list(zip(("AdamW", "8-bit AdamW", "Prodigy"), OPTIMIZERS, strict=True))
 MIXED_PRECISION_LABELS = [
     ("auto (recommended)", "auto"),
     ("no: full precision", "no"),
@@ -29,6 +30,11 @@ def _default(name: str):
 def _text(value) -> str | None:
     text = (value or "").strip()
     return text or None
+
+
+def _alpha(value) -> int | None:
+    """The alpha box's value as the setting: 0 or empty is "the rank"."""
+    return int(value) if value else None
 
 
 # TrainConfig settings taken from the form as they are: name -> (convert, label for errors).
@@ -47,7 +53,9 @@ FIELDS: dict[str, tuple[Callable, str]] = {
     "export_kohya": (bool, "Export for AUTOMATIC1111 / ComfyUI"),
     "mixed_precision": (str, "Mixed precision"),
     "gradient_checkpointing": (bool, "Gradient checkpointing"),
-    "use_8bit_adam": (bool, "8-bit Adam"),
+    "optimizer": (str, "Optimizer"),
+    "use_dora": (bool, "DoRA"),
+    "lora_alpha": (_alpha, "LoRA alpha"),
     "lr_scheduler": (str, "Learning-rate schedule"),
     "lr_warmup_steps": (int, "Warm-up steps"),
     "checkpoint_every": (int, "Checkpoint every"),
@@ -80,6 +88,10 @@ def form_values(settings: dict, identifier: str | None = None) -> dict:
     values = {k: settings[k] for k in FIELDS if k in settings}
     if "validation_prompt" in values:
         values["validation_prompt"] = values["validation_prompt"] or ""
+    if "lora_alpha" in values:
+        values["lora_alpha"] = values["lora_alpha"] or 0
+    if "optimizer" not in settings and settings.get("use_8bit_adam"):
+        values["optimizer"] = "adamw8bit"  # a run saved before the optimizer choice
     if "class_prompt" in settings:
         class_prompt = settings["class_prompt"]
         values["prior_preservation"] = bool(class_prompt)
@@ -216,6 +228,18 @@ def build_training_settings(studio: Studio, w: dict) -> dict[str, gr.components.
                 info="Photos per step; more needs more memory.",
             )
         with gr.Row():
+            w["lora_alpha"] = gr.Number(
+                _default("lora_alpha") or 0, label="LoRA alpha", precision=0, minimum=0,
+                info="The LoRA's strength is alpha / rank; 0 = the rank (strength 1). A "
+                     "lower alpha trains more gently at the same learning rate.",
+            )
+            w["use_dora"] = gr.Checkbox(
+                _default("use_dora"), label="DoRA",
+                info="Trains each layer's size apart from its direction: often a closer "
+                     "likeness at low rank, slower per step. diffusers, ComfyUI and Forge "
+                     "load it; AUTOMATIC1111 may not.",
+            )
+        with gr.Row():
             w["train_text_encoder"] = gr.Checkbox(
                 _default("train_text_encoder"), label="Train the text encoder too",
                 info="Helps the model tie your identifier to the subject; slightly slower.",
@@ -280,9 +304,12 @@ def build_advanced(w: dict) -> dict[str, gr.components.Component]:
                 _default("gradient_checkpointing"), label="Gradient checkpointing",
                 info="Less GPU memory, about 30% slower. Try it after an 'out of memory'.",
             )
-            w["use_8bit_adam"] = gr.Checkbox(
-                _default("use_8bit_adam"), label="8-bit Adam",
-                info="Keeps the optimizer's memory in 8 bits (NVIDIA GPU + bitsandbytes).",
+            w["optimizer"] = gr.Dropdown(
+                OPTIMIZER_LABELS, value=_default("optimizer"), label="Optimizer",
+                info="AdamW is the default. 8-bit AdamW keeps its memory in 8 bits (NVIDIA "
+                     "GPU + bitsandbytes). Prodigy finds its own step size (set both "
+                     "learning rates to 1; needs pip install prodigyopt), a little more "
+                     "memory than AdamW.",
             )
         with gr.Row():
             w["lr_scheduler"] = gr.Dropdown(
