@@ -142,6 +142,8 @@ TRAIN_OPTIONS = (
     "score_dino_model", "score_clip_model",
     Flag("export_kohya", "--no-kohya",
          help="Do not also write the A1111/ComfyUI (kohya) file."),
+    Flag("use_captions", "--no-captions",
+         help="Ignore the photos' captions: every photo trains on the instance prompt."),
     Flag("subject_name", "--name"), "device",
 )
 GENERATE_OPTIONS = (
