@@ -143,6 +143,8 @@ TRAIN_OPTIONS = (
     Flag("export_kohya", "--no-kohya",
          help="Do not also write the A1111/ComfyUI (kohya) file."),
     "use_dora", Flag("lora_alpha", type=_positive_int), "optimizer",
+    Flag("use_captions", "--no-captions",
+         help="Ignore the photos' captions: every photo trains on the instance prompt."),
     Flag("subject_name", "--name"), "device",
 )
 GENERATE_OPTIONS = (

@@ -135,6 +135,12 @@ class Studio(ScoringFacade):
             photos = self.workspace.prepared_photos_dir(subject)
             return photo_review.set_held_out(photos, photo, held_out)
 
+    def set_caption(self, subject: str, photo: str, caption: str | None) -> PrepareReport:
+        """Caption the crop named `photo` for training (blank: the instance prompt)."""
+        with self._subject_lock(subject):
+            photos = self.workspace.prepared_photos_dir(subject)
+            return photo_review.set_caption(photos, photo, caption)
+
     def recrop_photo(self, subject: str, photo: str, x: float, y: float,
                      side: float) -> PrepareReport:
         """Crop the square (x, y, side), in the original photo's pixels, by hand."""

@@ -129,6 +129,13 @@ class TrainConfig:
         default=4, metadata={"help": "Class images generated per batch."}
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    # Per-image captions
+    use_captions: bool = field(
+        default=True,
+        metadata={"help": "Train each photo that has a caption (Data tab) on it, with the "
+                          "identifier put in before the class noun (or the instance prompt "
+                          "in front); photos without one use the instance prompt."},
+    )
     model_config_dir: str | None = field(
         default=None,
         metadata={"help": "A single-file checkpoint's architecture: "

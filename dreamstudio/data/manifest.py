@@ -18,9 +18,9 @@ from .images import IMAGE_SUFFIXES
 
 MANIFEST_NAME = "manifest.json"
 NO_FACE = "no face found"  # the verdict on a photo face mode cannot crop
-# 2 added faces, review edits and warnings; 3 added held_out. Older manifests still load
-# (no held_out field = nothing held out).
-MANIFEST_VERSION = 3
+# 2 added faces, review edits and warnings; 3 added held_out; 4 added captions. Older
+# manifests still load (no held_out field = nothing held out, no caption = none).
+MANIFEST_VERSION = 4
 # The default share of photos kept for scoring only: one in HOLD_OUT_EVERY, and none below
 # that many, since a set of 3-5 photos cannot spare one for training.
 HOLD_OUT_EVERY = 6
@@ -80,6 +80,14 @@ def training_results(folder: Path) -> list[PhotoResult]:
     return used
 
 
+def training_captions(folder: Path) -> dict[str, str]:
+    """The captions of a prepared folder's training photos, by crop name (empty without a
+    manifest or any caption)."""
+    if not has_manifest(folder):
+        return {}
+    return {r.output: r.caption for r in training_results(folder) if r.output and r.caption}
+
+
 def scoring_files(folder: Path) -> list[Path]:
     """The held-out crops of a prepared folder (empty without a manifest or any marks)."""
     folder = Path(folder)
@@ -116,6 +124,9 @@ class PhotoResult:
     # the same backdrop; None in manifests written before it was stored.
     thumbnail: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # What differs in this photo ("a dog on a sofa"); training uses it as the photo's prompt,
+    # with the identifier put in (train/captions.py). None: the instance prompt.
+    caption: str | None = None
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Every photo gets a verdict: kept (with its crop on disk) or rejected (with a reason a person
 understands). One bad photo never stops the batch; the user fixes or drops it and re-runs.
 Kept photos also get warnings (blurry, small, near-duplicate) that the person weighs; their
-review edits (excluded, hand-made crop, chosen face) survive a later re-run.
+review edits (excluded, hand-made crop, chosen face, caption) survive a later re-run.
 """
 
 from __future__ import annotations
@@ -144,6 +144,7 @@ class _Edit:
     crop_box: list[int] | None = None  # set by hand
     face_index: int | None = None
     held_out: bool | None = None  # None: the last run did not record it (use the default)
+    caption: str | None = None
 
 
 def _held_out(report: PrepareReport, edits: dict[tuple[str, str], _Edit]) -> list[str]:
@@ -182,6 +183,7 @@ def _previous_edits(output_dir: Path) -> dict[tuple[str, str], _Edit]:
                 crop_box=[int(v) for v in box] if box and len(box) == 4 else None,
                 face_index=face if isinstance(face, int) and face > 0 else None,
                 held_out=None if held is None else r.get("output") in held,
+                caption=r["caption"] if isinstance(r.get("caption"), str) else None,
             )
         return edits
     except (OSError, ValueError, AttributeError, TypeError, KeyError):
@@ -257,6 +259,7 @@ def _prepare_one(
         return result
     result.kept = True
     result.output = output.name
+    result.caption = edit.caption
     return result
 
 

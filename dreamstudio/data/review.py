@@ -1,7 +1,7 @@
 """Edits a person makes while reviewing prepared photos, each saved to the manifest at once.
 
-Exclude or re-include a crop, move or resize its square by hand, or pick another of the
-faces found in the photo. Re-crops always start from the original photo, never from the
+Exclude or re-include a crop, caption it, move or resize its square by hand, or pick
+another of the faces found in the photo. Re-crops always start from the original photo, never from the
 previous crop, so repeated edits lose no quality. Warnings are recomputed after every edit.
 """
 
@@ -51,6 +51,24 @@ def set_held_out(output_dir: Path, output: str, held_out: bool) -> PrepareReport
             f"'{output}' is the last photo left for training; it cannot also be kept for "
             "scoring only. Take the mark off another photo first."
         )
+    return _save(report, output_dir)
+
+
+# A caption is a prompt: CLIP reads 77 tokens, so a longer text is cut off in training anyway.
+MAX_CAPTION_CHARS = 300
+
+
+def set_caption(output_dir: Path, output: str, caption: str | None) -> PrepareReport:
+    """Describe what differs in the crop named `output` (pose, clothes, place); training
+    uses it as that photo's prompt. Blank: no caption (the instance prompt is used)."""
+    text = " ".join((caption or "").split())  # one line: newlines and runs of spaces go
+    if len(text) > MAX_CAPTION_CHARS:
+        raise InputError(
+            f"The caption of '{output}' is {len(text)} characters long; keep it under "
+            f"{MAX_CAPTION_CHARS} (the text encoder reads about 60 words at most)."
+        )
+    report = _open(output_dir)
+    report.find(output).caption = text or None
     return _save(report, output_dir)
 
 

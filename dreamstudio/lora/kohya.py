@@ -105,6 +105,15 @@ def shared_model_name(model: str | None) -> str | None:
     return Path(model).expanduser().name or model
 
 
+def tag_frequency(info: dict) -> dict[str, int]:
+    """The prompts trained on: the instance prompt, then each caption's prompt with how
+    many photos trained on it (kohya counts its caption tags so)."""
+    counts = {info.get("config", {}).get("instance_prompt", ""): 1}
+    for prompt in (info.get("captions") or {}).values():
+        counts[prompt] = counts.get(prompt, 0) + 1
+    return counts
+
+
 def kohya_metadata(info: dict) -> dict[str, str]:
     """safetensors header metadata (strings only) in kohya's `ss_` vocabulary plus ours."""
     cfg = info.get("config", {})
@@ -128,12 +137,13 @@ def kohya_metadata(info: dict) -> dict[str, str]:
         "ss_seed": cfg.get("seed"),
         "ss_training_finished_at": info.get("finished_at"),
         "ss_output_name": info.get("subject_name"),
-        "ss_tag_frequency": json.dumps({"instance": {cfg.get("instance_prompt", ""): 1}}),
+        "ss_tag_frequency": json.dumps({"instance": tag_frequency(info)}),
         "dreamstudio_identifier": info.get("identifier"),
         "dreamstudio_instance_prompt": cfg.get("instance_prompt"),
         "dreamstudio_class_prompt": cfg.get("class_prompt") or "",
         "dreamstudio_prior_loss_weight": cfg.get("prior_loss_weight")
         if cfg.get("class_prompt") else "",
+        "dreamstudio_use_captions": cfg.get("use_captions"),
         "dreamstudio_date": info.get("finished_at") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return {k: str(v) for k, v in meta.items() if v is not None}

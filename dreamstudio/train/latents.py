@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ..data.images import ImageRejected, open_rgb
-from ..data.manifest import image_files
+from ..data.manifest import image_files, training_captions
 from ..errors import InputError
 
 
@@ -35,11 +35,18 @@ class LoadedImages:
     pixels: torch.Tensor  # N x 3 x R x R in [-1, 1]
     files: list[Path]
     skipped: list[tuple[Path, str]]  # (file, reason) that could not be used
+    # Each file's caption from the prepared folder's manifest (None: none); empty when
+    # the files were loaded without one (class images).
+    captions: list[str | None] = field(default_factory=list)
 
 
 def load_images(folder: Path, resolution: int, what: str = "instance") -> LoadedImages:
-    """Load every usable image; unusable ones are skipped and reported, never fatal alone."""
-    return load_image_files(image_files(folder), resolution, what, folder)
+    """Load every usable image, with its caption; unusable ones are skipped and reported,
+    never fatal alone."""
+    loaded = load_image_files(image_files(folder), resolution, what, folder)
+    captions = training_captions(folder)
+    loaded.captions = [captions.get(path.name) for path in loaded.files]
+    return loaded
 
 
 def load_image_files(files: list[Path], resolution: int, what: str,
@@ -90,6 +97,7 @@ class LatentCache:
 
 
 def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
+    """Token ids, one row per prompt (a run's instance prompts: one per photo)."""
     return tokenizer(
         prompts,
         padding="max_length",

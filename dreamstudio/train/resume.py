@@ -21,6 +21,7 @@ from ..core.files import find_temporaries
 from ..errors import TrainingError
 from ..lora.adapters import peft_weights
 from ..lora.kohya import finish_export
+from .captions import captions_digest, run_captions
 from .checkpoints import (
     Checkpoint,
     latest_checkpoint,
@@ -49,6 +50,8 @@ def _as_trained(settings: dict) -> dict:
         trained["lora_alpha"] = settings.get("lora_alpha") or settings["rank"]
     return trained
 
+# The state's entry of the captions a checkpoint was trained with (their digest).
+CAPTIONS_KEY = "captions_digest"
 
 # What earlier versions wrote under temporary names: the LoRA's folder, the kohya file.
 _OLD_SAVING, _OLD_KOHYA = ".saving-*", ".kohya-*.safetensors"
@@ -113,6 +116,17 @@ def resume_settings(config: TrainConfig) -> dict:
     return {k: getattr(config, k) for k in RESUME_KEYS}
 
 
+def _refuse_changed_captions(config: TrainConfig, state: dict, run: str, step: int) -> None:
+    # The captions live in the photos' manifest, not in the config, so the checkpoint keeps
+    # their digest beside the settings. One from before captions trained on none ('').
+    if state.get(CAPTIONS_KEY, "") != captions_digest(run_captions(config)):
+        raise TrainingError(
+            f"Cannot resume '{run}': the photos' captions (Data tab) differ from those its "
+            f"checkpoint at step {step} was trained with. Set them back, turn captions off "
+            "if the run trained without them, or start a new run."
+        )
+
+
 def check_resumable(config: TrainConfig) -> Checkpoint:
     """The checkpoint that `config` (with resume on) continues from; TrainingError if there
     is none, it is unreadable, it was written with other settings, or it is not before
@@ -139,6 +153,7 @@ def check_resumable(config: TrainConfig) -> Checkpoint:
             f"checkpoint at step {step}: {listed}. Set them back (in the app, pick the run "
             "again to reload its settings), or start a new run."
         )
+    _refuse_changed_captions(config, state, run, step)
     if step >= config.steps:
         raise TrainingError(
             f"The checkpoint of '{run}' is at step {step}; set Steps above {step} to "
@@ -185,6 +200,7 @@ def save_session(session: TrainingSession, step: int) -> None:
         "validation_images": list(session.validation_images),
         "fidelity": [dict(p) for p in session.fidelity],
         "settings": resume_settings(cfg),
+        CAPTIONS_KEY: captions_digest(session.captions),
     }
     path = save_checkpoint(cfg.output_dir, step, weights, state, cfg.keep_checkpoints)
     log.info("checkpoint written: %s", path)

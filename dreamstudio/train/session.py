@@ -49,7 +49,10 @@ class TrainingSession:
         self.target_kind: str | None = None  # "epsilon" or "v_prediction"
         # 3. Cached latents and prompt embeddings
         self.instance_latents = self.class_latents = None
+        # One row per instance photo: its caption made a prompt, or the instance prompt.
         self.instance_ids: torch.Tensor | None = None
+        self.instance_prompts: list[str] = []
+        self.captions: dict[str, str] = {}  # crop name -> caption, of the photos that have one
         self.class_ids: torch.Tensor | None = None
         self.cached_embeds: dict | None = None  # only while the text encoder is frozen
         # 4. LoRA and optimizer

@@ -31,10 +31,12 @@ def _loss(session: TrainingSession, pred: torch.Tensor, target: torch.Tensor) ->
 def _batch(session: TrainingSession) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Latents, token ids and (with a frozen text encoder) prompt embeddings of one step."""
     s, size = session, session.config.batch_size
-    latents = s.instance_latents.sample(_orient(s, s.batches.next(), s.instance_latents),
-                                        s.generator)
-    ids = s.instance_ids.repeat(size, 1)
-    embeds = s.cached_embeds["instance"].repeat(size, 1, 1) if s.cached_embeds else None
+    drawn = _orient(s, s.batches.next(), s.instance_latents)
+    latents = s.instance_latents.sample(drawn, s.generator)
+    # Each drawn image's own prompt; a flipped one (index + N) keeps its photo's caption.
+    photos = (drawn % len(s.instance_ids)).to(s.instance_ids.device)
+    ids = s.instance_ids[photos]
+    embeds = s.cached_embeds["instance"][photos] if s.cached_embeds else None
     if s.with_prior:
         class_latents = s.class_latents.sample(
             _orient(s, s.class_batches.next(), s.class_latents), s.generator)

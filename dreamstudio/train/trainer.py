@@ -27,6 +27,7 @@ from ..lora.adapters import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, peft_w
 from ..lora.files import lora_state_dicts, save_lora
 from ..lora.kohya import export_kohya, kohya_path
 from ..workspace.runs import run_log_path
+from .captions import captioned_prompts, set_instance_prompts
 from .checkpoints import Checkpoint
 from .class_gallery import describe_recipe, list_class_images
 from .class_images import (
@@ -235,7 +236,7 @@ def _cache_inputs(session: TrainingSession) -> None:
     if s.class_images:
         s.class_latents = _latents(s, s.class_images.pixels)
     s.vae.to(s.device if cfg.validation_every or cfg.score_checkpoints else "cpu")
-    s.instance_ids = tokenize(s.pipe.tokenizer, [cfg.instance_prompt]).to(s.device)
+    set_instance_prompts(s)
     if s.class_images:
         s.class_ids = tokenize(s.pipe.tokenizer, [cfg.class_prompt]).to(s.device)
     if not cfg.train_text_encoder:
@@ -350,6 +351,8 @@ def _info(session: TrainingSession, steps_per_second: float) -> dict:
                                     session.pipe.tokenizer),
         "subject_name": cfg.subject_name or Path(cfg.output_dir).name,
         "validation_images": [Path(p).name for p in session.validation_images],
+        # The prompt each captioned photo trained on, by crop name (empty: none had one).
+        "captions": captioned_prompts(session),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

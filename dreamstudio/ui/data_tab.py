@@ -1,5 +1,6 @@
 """Data tab: upload a subject's photos, turn them into square training crops, review each
-crop (warnings, leave out, move the square, pick a face) and rename or delete the subject."""
+crop (warnings, leave out, caption, move the square, pick a face) and rename or delete the
+subject."""
 
 from __future__ import annotations
 
@@ -118,6 +119,7 @@ class DataHandlers:
         report = self._report(subject)
         if report is None or not photo:
             return {ui.photo_text: text.NO_PHOTO, ui.excluded: False, ui.held_out: False,
+                    ui.caption: "",
                     ui.face: gr.update(choices=[], value=None, visible=False),
                     ui.overview: gr.update(value=None), ui.crop: gr.update(value=None)}
         try:
@@ -125,7 +127,8 @@ class DataHandlers:
         except DreamStudioError as exc:
             return {ui.photo_text: f"⚠️ {exc}", ui.overview: None, ui.crop: None}
         return {**view, ui.excluded: photo in report.excluded,
-                ui.held_out: photo in report.held_out}
+                ui.held_out: photo in report.held_out,
+                ui.caption: report.find(photo).caption or ""}
 
     def preview(self, subject: str | None, photo: str | None, x: float, y: float, side: float):
         """The photo with the square at the slider values, before applying it."""
@@ -157,6 +160,14 @@ class DataHandlers:
         subject = (subject or "").strip()
         report = self.studio.hold_out_photo(subject, _need(photo), bool(held_out))
         return self._after_edit(subject, photo, report)
+
+    @guarded("photo_text")
+    def caption(self, subject: str, photo: str, caption: str | None):
+        """Caption a photo for training (blank: it trains on the instance prompt)."""
+        subject = (subject or "").strip()
+        report = self.studio.set_caption(subject, _need(photo), caption)
+        return {**self._after_edit(subject, photo, report),
+                self.ui.caption: report.find(photo).caption or ""}
 
     def _after_crop(self, subject: str, photo: str, report: PrepareReport) -> dict:
         return {**self._after_edit(subject, photo, report),
@@ -251,6 +262,10 @@ def build_data_tab(studio: Studio) -> DataTab:
         handlers.hold_out, [subject, photo, ui.held_out],
         [ui.photo_text, ui.summary, ui.gallery, photo], api_name="hold_out_photo",
     )
+    caption_io = ([subject, photo, ui.caption],
+                  [ui.photo_text, ui.summary, ui.gallery, photo, ui.caption])
+    ui.save_caption.click(handlers.caption, *caption_io, api_name="caption_photo")
+    ui.caption.submit(handlers.caption, *caption_io, api_visibility="private")
     box = [subject, photo, ui.x, ui.y, ui.side]
     for slider in (ui.x, ui.y, ui.side):
         slider.release(handlers.preview, box, [ui.overview, ui.crop], **quiet)

@@ -18,6 +18,9 @@ REJECTED_HEADERS = ["Photo", "Why it was not used"]
 SLIDER_LIMIT = 100_000
 NO_PHOTO = "Prepare photos first; then pick one here (or click it in the gallery) to review it."
 NO_SUBJECT = "Type a name for a new subject, or pick one you prepared before."
+CAPTION_INFO = ("Describe what differs in this photo (pose, clothes, place); the "
+                "identifier is put where the class noun stands, or in front. Blank: the "
+                "instance prompt. Press Enter or Save caption to keep it.")
 
 
 def rejected_table(report: PrepareReport | None) -> pd.DataFrame:

@@ -39,6 +39,8 @@ class DataWidgets:
     photo_text: gr.Markdown
     excluded: gr.Checkbox
     held_out: gr.Checkbox
+    caption: gr.Textbox
+    save_caption: gr.Button
     face: gr.Dropdown
     x: gr.Slider
     y: gr.Slider
@@ -51,8 +53,8 @@ class DataWidgets:
     @property
     def photo_view(self) -> list:
         """What showing one photo fills."""
-        return [self.photo_text, self.excluded, self.held_out, self.face, self.x, self.y, self.side,
-                self.overview, self.crop]
+        return [self.photo_text, self.excluded, self.held_out, self.caption, self.face, self.x,
+                self.y, self.side, self.overview, self.crop]
 
     @property
     def after_crop(self) -> list:
@@ -81,6 +83,12 @@ def _review_panel() -> dict[str, gr.components.Component]:
                      "photos, which it has not seen. By default one photo in six (none for "
                      "fewer than six).",
             )
+            w["caption"] = gr.Textbox(
+                label="Caption (optional)", lines=1, max_lines=1,
+                placeholder="e.g. a dog on a sofa, wearing a red collar",
+                info=text.CAPTION_INFO,
+            )
+            w["save_caption"] = gr.Button("Save caption", size="sm")
             w["face"] = gr.Dropdown(
                 [], value=None, label="Face to crop around", visible=False,
                 allow_custom_value=True,

@@ -70,3 +70,30 @@ def test_marking_a_photo_for_scoring_only_keeps_it_from_training(tmp_path: Path)
     handlers.hold_out("rex", first, False)
     assert studio.photos("rex").held_out == default
     assert handlers.show_photo("rex", first)[ui.held_out] is False
+
+
+def test_a_caption_typed_for_a_photo_is_saved_and_shown_again(tmp_path: Path) -> None:
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    for i in range(3):
+        Image.effect_noise((160, 160), 40 + i * 10).convert("RGB").save(uploads / f"p{i}.png")
+    studio = Studio(tmp_path / "ws")
+    with gr.Blocks():
+        ui = build_widgets(studio)
+    handlers = DataHandlers(studio, ui)
+    handlers.prepare("rex", sorted(str(p) for p in uploads.iterdir()), "object", 64, 2.2)
+    first, second = [r.output for r in studio.photos("rex").kept][:2]
+    assert handlers.show_photo("rex", first)[ui.caption] == ""
+
+    out = handlers.caption("rex", first, "  a dog on\na sofa ")
+    assert out[ui.caption] == "a dog on a sofa"  # the text as saved, on one line
+    assert studio.photos("rex").find(first).caption == "a dog on a sofa"
+    assert handlers.show_photo("rex", first)[ui.caption] == "a dog on a sofa"
+    assert handlers.show_photo("rex", second)[ui.caption] == ""
+
+    handlers.caption("rex", first, "")
+    assert studio.photos("rex").find(first).caption is None
+    # No photo picked: the message says so and nothing is saved.
+    out = handlers.caption("rex", "", "a dog")
+    assert "Pick a photo first" in out[ui.photo_text]
+    assert [r.caption for r in studio.photos("rex").kept] == [None] * 3
