@@ -142,6 +142,7 @@ TRAIN_OPTIONS = (
     "score_dino_model", "score_clip_model",
     Flag("export_kohya", "--no-kohya",
          help="Do not also write the A1111/ComfyUI (kohya) file."),
+    "pivotal", Flag("pivotal_tokens", type=_positive_int), "pivotal_lr", "pivotal_stop",
     Flag("subject_name", "--name"), "device",
 )
 GENERATE_OPTIONS = (

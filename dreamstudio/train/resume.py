@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import TrainConfig
+from ..config import TrainConfig, default_of
 from ..core.files import find_temporaries
 from ..errors import TrainingError
 from ..lora.adapters import peft_weights
 from ..lora.kohya import finish_export
 from .checkpoints import (
+    PIVOTAL_KEY,
     Checkpoint,
     latest_checkpoint,
     load_checkpoint,
@@ -36,7 +37,9 @@ log = logging.getLogger("dreamstudio.training")
 # Settings a checkpoint must share with the run that resumes it: any other setting (the
 # learning rate, validation, ...) may change between the two.
 RESUME_KEYS = ("model", "instance_prompt", "class_prompt", "rank", "train_text_encoder",
-               "resolution", "batch_size", "seed")
+               "resolution", "batch_size", "seed", "pivotal", "pivotal_tokens")
+# Keys added after checkpoints existed: one that lacks them was trained with the default.
+_LATER_KEYS = ("pivotal", "pivotal_tokens")
 
 
 # What earlier versions wrote under temporary names: the LoRA's folder, the kohya file.
@@ -116,7 +119,9 @@ def check_resumable(config: TrainConfig) -> Checkpoint:
     run = Path(config.output_dir).name
     step = state.get("step", checkpoint.step)
     # Only recorded settings are compared: a checkpoint that lacks one cannot disagree.
-    saved = state.get("settings", {})
+    saved = dict(state.get("settings", {}))
+    if saved:
+        saved = {k: default_of(TrainConfig, k) for k in _LATER_KEYS} | saved
     changed = [k for k in RESUME_KEYS if k in saved and saved[k] != getattr(config, k)]
     if changed:
         listed = ", ".join(f"{k} (was {saved[k]!r}, now {getattr(config, k)!r})"
@@ -163,6 +168,8 @@ def save_session(session: TrainingSession, step: int) -> None:
         return
     te = accelerator.unwrap_model(session.text_encoder) if cfg.train_text_encoder else None
     weights = peft_weights(accelerator.unwrap_model(session.unet), te)
+    if session.pivotal:
+        weights[PIVOTAL_KEY] = session.pivotal.rows
     state = {
         "step": step,
         "optimizer": session.optimizer.state_dict(),
@@ -173,6 +180,9 @@ def save_session(session: TrainingSession, step: int) -> None:
         "fidelity": [dict(p) for p in session.fidelity],
         "settings": resume_settings(cfg),
     }
+    if session.pivotal:  # for exporting the checkpoint as a LoRA (tune/candidates.py)
+        state["pivotal"] = {"identifier": session.pivotal.identifier,
+                            "token": session.pivotal.token}
     path = save_checkpoint(cfg.output_dir, step, weights, state, cfg.keep_checkpoints)
     log.info("checkpoint written: %s", path)
 
@@ -188,6 +198,9 @@ def restore_session(session: TrainingSession, checkpoint: Checkpoint) -> int:
         part = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
         if part:
             set_peft_model_state_dict(accelerator.unwrap_model(model), part)
+    if session.pivotal:
+        with torch.no_grad():
+            session.pivotal.rows.copy_(weights[PIVOTAL_KEY])
     session.optimizer.load_state_dict(state["optimizer"])
     session.lr_scheduler.load_state_dict(state["lr_scheduler"])
     # Checkpoints of earlier versions hold the main process's state only.

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from ..core.files import file_digest
 from ..errors import InputError
+from ..lora.embeddings import save_embedding
 from ..lora.files import is_lora_dir, lora_state_dicts, lora_weights_path, read_lora_info, save_lora
 from ..lora.kohya import export_kohya, kohya_path
-from ..train.checkpoints import WEIGHTS_FILE, list_checkpoints
+from ..train.checkpoints import PIVOTAL_KEY, WEIGHTS_FILE, Checkpoint, list_checkpoints, load_state
 from ..workspace.runs import load_run_settings
 from .results import FINAL
 
@@ -91,6 +92,11 @@ def export_checkpoint(candidate: Candidate, target: Path, run_dir: Path,
             "subject_name": settings.get("subject_name") or Path(run_dir).name}
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
+    rows = weights.pop(PIVOTAL_KEY, None)
+    info.pop("pivotal", None)  # the final LoRA's tokens, not this checkpoint's
+    if rows is not None:
+        token = load_state(Checkpoint(candidate.source, candidate.step))["pivotal"]
+        info["pivotal"] = save_embedding(target, token["token"], token["identifier"], rows)
     save_lora(target, *lora_state_dicts(weights), info)
     if kohya:
         export_kohya(weights, settings.get("rank", 4), kohya_path(target, info), info)
