@@ -235,3 +235,11 @@ def test_the_cli_flags_set_the_pivotal_settings(tmp_path):
         "train", "--instance-dir", str(tmp_path), "--instance-prompt", PROMPT, "--output",
         str(tmp_path / "o")]), TrainConfig)
     assert plain.pivotal is False
+
+
+def test_kohya_metadata_without_pivotal_tuning_says_so_and_names_no_tokens():
+    from dreamstudio.lora.kohya import kohya_metadata
+
+    meta = kohya_metadata({"config": {"rank": 4, "pivotal": False}, "pivotal": {"token": "x"}})
+    assert meta["dreamstudio_pivotal"] == "False"
+    assert not [k for k in meta if k.startswith("dreamstudio_pivotal_")]
