@@ -145,6 +145,7 @@ TRAIN_OPTIONS = (
     "use_dora", Flag("lora_alpha", type=_positive_int), "optimizer",
     Flag("use_captions", "--no-captions",
          help="Ignore the photos' captions: every photo trains on the instance prompt."),
+    "pivotal", Flag("pivotal_tokens", type=_positive_int), "pivotal_lr", "pivotal_stop",
     Flag("subject_name", "--name"), "device",
 )
 GENERATE_OPTIONS = (

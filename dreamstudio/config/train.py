@@ -162,6 +162,23 @@ class TrainConfig:
                           "own step size; pip install prodigyopt; use learning rates of 1).",
                   "choices": OPTIMIZERS},
     )
+    # Pivotal tuning (train/pivotal.py)
+    pivotal: bool = field(
+        default=False,
+        metadata={"help": "Pivotal tuning: the identifier becomes new tokens whose text-encoder "
+                          "embedding trains with the LoRA (faces, unusual subjects)."},
+    )
+    pivotal_tokens: int = field(
+        default=2, metadata={"help": "New tokens standing for the identifier (1-8)."}
+    )
+    pivotal_lr: float = field(
+        default=5e-4, metadata={"help": "Learning rate of the new tokens' embedding."}
+    )
+    pivotal_stop: float = field(
+        default=1.0,
+        metadata={"help": "Fraction of the steps during which the embedding trains; after "
+                          "it only the LoRA does (0-1]."},
+    )
 
     def __post_init__(self):
         self.instance_dir = as_path(self.instance_dir)
@@ -219,6 +236,11 @@ class TrainConfig:
         check(not self.score_checkpoints or self.checkpoint_every > 0,
               "Scoring checkpoints needs checkpoints: set checkpoint_every (Checkpoint every) "
               "above 0, or turn checkpoint scoring off.")
+        check(1 <= self.pivotal_tokens <= 8,
+              f"pivotal tokens must be 1-8 (got {self.pivotal_tokens}).")
+        check(self.pivotal_lr > 0, f"pivotal learning rate must be > 0 (got {self.pivotal_lr}).")
+        check(0 < self.pivotal_stop <= 1,
+              f"the pivotal stop must be a fraction in (0, 1] (got {self.pivotal_stop}).")
         if self.with_prior_preservation:
             check(self.class_dir is not None,
                    "Prior preservation needs a class folder (--class-dir) to keep class images.")

@@ -26,7 +26,8 @@ from ..core.devices import inference_dtype, pick_device, precision_name, release
 from ..core.models import load_pipeline
 from ..errors import InputError
 from ..lora.adapters import ADAPTER_NAME
-from ..lora.files import WEIGHTS_NAME, is_lora_dir
+from ..lora.embeddings import embedding_path, embedding_record, loaded_tokens, pivotal_prompt
+from ..lora.files import WEIGHTS_NAME, is_lora_dir, read_lora_info
 from ..lora.kohya import find_kohya_file, finish_export
 from .lora_fit import describe_load_failure, quiet_diffusers
 from .lora_fuse import FoldedLora
@@ -67,6 +68,7 @@ class Generator:
         self._sampler = DEFAULT_SAMPLER
         self._lora_dir: Path | None = None
         self._weights: dict | None = None  # adapter weights last set, to skip no-op updates
+        self._pivotal: dict | None = None  # the LoRA's trained token embedding, if it has one
         self._lock = threading.Lock()
         self.model_loads = 0  # counted so tests and benchmarks can prove nothing reloads
         self.lora_loads = 0
@@ -131,6 +133,7 @@ class Generator:
                     self._folded.restore()
                     self._folded = None
                 pipe.unload_lora_weights()
+                self._unload_embedding(pipe)
                 self._lora_dir = None
                 self._weights = None
             if lora_dir is not None:
@@ -144,6 +147,7 @@ class Generator:
                     pipe.unload_lora_weights()
                     raise InputError(describe_load_failure(
                         pipe, lora_dir / WEIGHTS_NAME, self.model, exc)) from exc
+                self._load_embedding(pipe, lora_dir)
                 self.lora_loads += 1
                 if "unet" in pipe.get_list_adapters():
                     self._folded = FoldedLora(pipe.unet, ADAPTER_NAME)
@@ -159,6 +163,36 @@ class Generator:
                     self._folded.fold(unet_scale)  # after set_adapters, which re-enables peft
                 self._weights = weights
 
+    def _load_embedding(self, pipe, lora_dir: Path) -> None:
+        """The pivotal-tuned tokens of the LoRA in `lora_dir`, if its record names them."""
+        record = embedding_record(read_lora_info(lora_dir))
+        if record is None:
+            return
+        path = embedding_path(lora_dir, record)
+        try:
+            pipe.load_textual_inversion(str(path), token=record["token"])
+        except Exception as exc:
+            pipe.unload_lora_weights()
+            raise InputError(
+                f"The LoRA in {lora_dir} was trained with its own tokens, but their embedding "
+                f"{path} cannot be loaded ({exc}). Train the LoRA again, or restore the file."
+            ) from exc
+        self._pivotal = record
+
+    def _unload_embedding(self, pipe) -> None:
+        # Back to the base tokenizer and embedding matrix (diffusers rebuilds both).
+        if self._pivotal is not None:
+            pipe.unload_textual_inversion(
+                loaded_tokens(self._pivotal["token"], self._pivotal.get("vectors", 1)))
+            self._pivotal = None
+
+    def pipeline_prompt(self, prompt: str) -> str:
+        """`prompt` as the pipeline takes it: for a pivotal-tuned LoRA the identifier
+        becomes its token, as in training."""
+        record = self._pivotal
+        return pivotal_prompt(prompt, record["identifier"], record["token"]) if record \
+            else prompt
+
     def _activate(self, config: GenerateConfig) -> None:
         self._activate_dtype(self.dtype_for(config.precision))
         self._activate_lora(config.lora_dir, config.unet_scale, config.text_encoder_scale)
@@ -173,7 +207,8 @@ class Generator:
             with torch.no_grad():
                 # The pipeline's own encoder, so the pixels equal a plain pipeline call's.
                 embeds, negative = self.pipeline.encode_prompt(
-                    config.prompt, self.device, 1, True, config.negative_prompt or None)
+                    self.pipeline_prompt(config.prompt), self.device, 1, True,
+                    config.negative_prompt or None)
             self._embeddings = (key, embeds, negative)
             self.prompt_encodes += 1
         return self._embeddings[1], self._embeddings[2]
@@ -263,6 +298,7 @@ class Generator:
         self._sampler = DEFAULT_SAMPLER
         self._lora_dir = None
         self._weights = None
+        self._pivotal = None
         self._embeddings = None
         self._folded = None
         release_memory()

@@ -47,6 +47,8 @@ def peft_weights(unet, text_encoder=None) -> dict:
 
     weights = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()}
     if text_encoder is not None:
-        weights |= {f"text_encoder.{k}": v
-                    for k, v in get_peft_model_state_dict(text_encoder).items()}
+        # peft would add a resized token embedding (pivotal tuning) as LoRA weights; the
+        # LoRA targets none, and the new rows are saved as an embedding of their own.
+        weights |= {f"text_encoder.{k}": v for k, v in get_peft_model_state_dict(
+            text_encoder, save_embedding_layers=False).items()}
     return weights

@@ -145,7 +145,17 @@ def kohya_metadata(info: dict) -> dict[str, str]:
         if cfg.get("class_prompt") else "",
         "dreamstudio_use_captions": cfg.get("use_captions"),
         "dreamstudio_date": info.get("finished_at") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "dreamstudio_pivotal": bool(cfg.get("pivotal")),
     }
+    pivotal = info.get("pivotal")
+    if cfg.get("pivotal") and isinstance(pivotal, dict):
+        # The embedding is a file of its own: A1111 / ComfyUI read it from their embeddings
+        # folder, and the prompt then names it (a1111_file's name, i.e. the identifier).
+        meta |= {"dreamstudio_pivotal_tokens": pivotal.get("vectors"),
+                 "dreamstudio_pivotal_token": pivotal.get("token"),
+                 "dreamstudio_pivotal_embedding": pivotal.get("a1111_file"),
+                 "dreamstudio_pivotal_lr": cfg.get("pivotal_lr"),
+                 "dreamstudio_pivotal_stop": cfg.get("pivotal_stop")}
     return {k: str(v) for k, v in meta.items() if v is not None}
 
 

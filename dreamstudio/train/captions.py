@@ -22,6 +22,7 @@ from ..data.manifest import training_captions
 from ..errors import InputError
 from .identifiers import split_instance_prompt
 from .latents import tokenize
+from .pivotal import expand
 from .session import TrainingSession
 
 log = logging.getLogger("dreamstudio.training")
@@ -77,7 +78,10 @@ def set_instance_prompts(session: TrainingSession) -> None:
     s.captions = {p.name: c for p, c in zip(s.instance.files, captions, strict=True) if c}
     s.instance_prompts = photo_prompts(captions, cfg.instance_prompt, cfg.class_prompt,
                                        s.pipe.tokenizer)
-    s.instance_ids = tokenize(s.pipe.tokenizer, s.instance_prompts).to(s.device)
+    # With pivotal tuning the identifier is the new tokens, spelled out as the pipeline does.
+    fed = [expand(s.pipe, s.prompt(p)) for p in s.instance_prompts] if s.pivotal else \
+        s.instance_prompts
+    s.instance_ids = tokenize(s.pipe.tokenizer, fed).to(s.device)
     if s.captions:
         log.info("captions: %d of %d photos train on their own prompt: %s", len(s.captions),
                  len(captions), sorted(set(captioned_prompts(s).values())))

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import torch
 
-from ..config import TrainConfig
+from ..config import TrainConfig, default_of
 from ..core.files import find_temporaries
 from ..errors import TrainingError
 from ..lora.adapters import peft_weights
 from ..lora.kohya import finish_export
 from .captions import captions_digest, run_captions
 from .checkpoints import (
+    PIVOTAL_KEY,
     Checkpoint,
     latest_checkpoint,
     load_checkpoint,
@@ -37,7 +38,8 @@ log = logging.getLogger("dreamstudio.training")
 # Settings a checkpoint must share with the run that resumes it: any other setting (the
 # learning rate, validation, ...) may change between the two.
 RESUME_KEYS = ("model", "instance_prompt", "class_prompt", "rank", "train_text_encoder",
-               "resolution", "batch_size", "seed", "use_dora", "lora_alpha")
+               "resolution", "batch_size", "seed", "use_dora", "lora_alpha", "pivotal",
+               "pivotal_tokens")
 
 
 def _as_trained(settings: dict) -> dict:
@@ -45,9 +47,12 @@ def _as_trained(settings: dict) -> dict:
     trains what "unset" did), and a checkpoint older than a setting trained without it."""
     if not settings:
         return settings
-    trained = {"use_dora": False, **settings}
+    trained = {"use_dora": False, "pivotal": False, **settings}
     if "rank" in settings:
         trained["lora_alpha"] = settings.get("lora_alpha") or settings["rank"]
+    # Without pivotal tuning its token count trains nothing.
+    trained["pivotal_tokens"] = (settings.get("pivotal_tokens", default_of(TrainConfig,
+                                 "pivotal_tokens")) if trained["pivotal"] else None)
     return trained
 
 # The state's entry of the captions a checkpoint was trained with (their digest).
@@ -191,6 +196,8 @@ def save_session(session: TrainingSession, step: int) -> None:
         return
     te = accelerator.unwrap_model(session.text_encoder) if cfg.train_text_encoder else None
     weights = peft_weights(accelerator.unwrap_model(session.unet), te)
+    if session.pivotal:
+        weights[PIVOTAL_KEY] = session.pivotal.rows
     state = {
         "step": step,
         "optimizer": session.optimizer.state_dict(),
@@ -202,6 +209,9 @@ def save_session(session: TrainingSession, step: int) -> None:
         "settings": resume_settings(cfg),
         CAPTIONS_KEY: captions_digest(session.captions),
     }
+    if session.pivotal:  # for exporting the checkpoint as a LoRA (tune/candidates.py)
+        state["pivotal"] = {"identifier": session.pivotal.identifier,
+                            "token": session.pivotal.token}
     path = save_checkpoint(cfg.output_dir, step, weights, state, cfg.keep_checkpoints)
     log.info("checkpoint written: %s", path)
 
@@ -217,6 +227,9 @@ def restore_session(session: TrainingSession, checkpoint: Checkpoint) -> int:
         part = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
         if part:
             set_peft_model_state_dict(accelerator.unwrap_model(model), part)
+    if session.pivotal:
+        with torch.no_grad():
+            session.pivotal.rows.copy_(weights[PIVOTAL_KEY])
     session.optimizer.load_state_dict(state["optimizer"])
     session.lr_scheduler.load_state_dict(state["lr_scheduler"])
     # Checkpoints of earlier versions hold the main process's state only.

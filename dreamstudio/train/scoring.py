@@ -117,7 +117,7 @@ def score_checkpoint(session: TrainingSession, step: int) -> dict | None:
                 _stop(session, step, exc)
                 return None
         scoring = session.scoring
-        images = draw_current(session.pipe, scoring.prompts,
+        images = draw_current(session.pipe, [session.prompt(p) for p in scoring.prompts],
                               [cfg.seed + i for i in range(len(scoring.prompts))],
                               cfg.resolution, cfg.validation_steps,
                               autocast=session.accelerator.autocast())

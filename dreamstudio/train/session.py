@@ -47,6 +47,7 @@ class TrainingSession:
         self.unet = self.vae = self.text_encoder = None
         self.noise_scheduler = None
         self.target_kind: str | None = None  # "epsilon" or "v_prediction"
+        self.pivotal = None  # PivotalTokens (pivotal.py) when pivotal tuning is on
         # 3. Cached latents and prompt embeddings
         self.instance_latents = self.class_latents = None
         # One row per instance photo: its caption made a prompt, or the instance prompt.
@@ -64,6 +65,10 @@ class TrainingSession:
     @property
     def with_prior(self) -> bool:
         return self.class_latents is not None
+
+    def prompt(self, text: str) -> str:
+        """A prompt as the pipeline takes it: the identifier as the pivotal token, if any."""
+        return self.pivotal.prompt(text) if self.pivotal else text
 
     def emit(self, phase: str, step: int, **kw) -> None:
         self.progress(TrainProgress(phase, step=step, total_steps=self.config.steps,

@@ -24,6 +24,7 @@ from ..core.devices import auto_mixed_precision, release_memory
 from ..core.models import load_pipeline, prediction_type
 from ..errors import TrainingError
 from ..lora.adapters import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, peft_weights
+from ..lora.embeddings import save_embedding
 from ..lora.files import lora_state_dicts, save_lora
 from ..lora.kohya import export_kohya, kohya_path
 from ..workspace.runs import run_log_path
@@ -38,6 +39,7 @@ from .class_images import (
 from .events import ProgressFn, TrainProgress, TrainResult
 from .identifiers import identifier_of, refuse_identifier_in_class_prompt
 from .latents import LatentCache, LoadedImages, load_image_files, load_images, tokenize
+from .pivotal import attach_pivotal, trained_rows
 from .resume import check_resumable, restore_session, save_session, tidy_run_folder
 from .scoring import score_checkpoint
 from .session import TrainingSession
@@ -141,6 +143,8 @@ def _execute(session: TrainingSession, checkpoint: Checkpoint | None) -> TrainRe
         if session.cancel.is_set():
             save_session(session, step)
             return _cancelled(session, step)
+        if session.pivotal:
+            session.pivotal.set_step(step, cfg.steps, cfg.pivotal_stop)
         session.losses.append(training_step(session, step))
         done = step + 1
         _report_step(session, done, (time.monotonic() - train_start) / (done - first_step))
@@ -216,6 +220,11 @@ def _models(session: TrainingSession) -> None:
     if s.weight_dtype != torch.float32:
         cast_frozen(s.unet, s.weight_dtype)
         cast_frozen(s.text_encoder, s.weight_dtype)
+    if s.config.pivotal:
+        s.pivotal = attach_pivotal(
+            pipe.tokenizer, s.text_encoder, identifier_of(s.config.instance_prompt,
+                                                          s.config.class_prompt, pipe.tokenizer),
+            s.config.pivotal_tokens, s.config.instance_prompt)
 
 
 def _latents(session: TrainingSession, pixels: torch.Tensor) -> LatentCache:
@@ -239,7 +248,8 @@ def _cache_inputs(session: TrainingSession) -> None:
     set_instance_prompts(s)
     if s.class_images:
         s.class_ids = tokenize(s.pipe.tokenizer, [cfg.class_prompt]).to(s.device)
-    if not cfg.train_text_encoder:
+    # A trained embedding changes the instance prompt's embeddings at every step.
+    if not cfg.train_text_encoder and not s.pivotal:
         with torch.no_grad(), s.accelerator.autocast():
             s.cached_embeds = {
                 "instance": s.text_encoder(s.instance_ids)[0],
@@ -266,13 +276,22 @@ def _lora_and_optimizer(session: TrainingSession) -> None:
         params.append({"params": [p for p in s.text_encoder.parameters() if p.requires_grad],
                        "lr": cfg.text_encoder_lr})
         s.text_encoder.train()
+    if s.pivotal and cfg.pivotal_stop < 1 and s.accelerator.num_processes > 1:
+        # DistributedDataParallel fails on a parameter that stops getting gradients.
+        raise TrainingError("Stopping the token training early (pivotal stop below 1) "
+                            "works in one process only: set it to 1, or train on one GPU.")
+    if s.pivotal:
+        # Trainable again: peft froze all but its adapters in the text encoder.
+        params.append({"params": [s.pivotal.rows.requires_grad_()], "lr": cfg.pivotal_lr})
     s.unet.train()
     optimizer = make_optimizer(params, cfg.optimizer)
     lr_scheduler = make_lr_scheduler(cfg, optimizer, s.accelerator.num_processes)
-    models = [s.unet, s.text_encoder] if cfg.train_text_encoder else [s.unet]
+    # The embedding rows live in the text encoder: it is prepared (for gradient sync) then too.
+    with_te = cfg.train_text_encoder or cfg.pivotal
+    models = [s.unet, s.text_encoder] if with_te else [s.unet]
     prepared = s.accelerator.prepare(*models, optimizer, lr_scheduler)
     s.unet = prepared[0]
-    if cfg.train_text_encoder:
+    if with_te:
         s.text_encoder = prepared[1]
     s.optimizer, s.lr_scheduler = prepared[-2], prepared[-1]
     s.trainable = [p for group in params for p in group["params"]]
@@ -297,7 +316,8 @@ def _validate(session: TrainingSession, step: int) -> None:
     session.emit("validation", step, loss=session.losses[-1],
                  message=f"Rendering validation image at step {step}")
     paths = render_validation(
-        session.pipe, cfg.validation_prompt or cfg.instance_prompt, step, cfg.output_dir,
+        session.pipe, session.prompt(cfg.validation_prompt or cfg.instance_prompt), step,
+        cfg.output_dir,
         cfg.resolution, cfg.seed, cfg.validation_steps, cfg.num_validation_images,
         autocast=session.accelerator.autocast(),
     )
@@ -317,6 +337,10 @@ def _finish(session: TrainingSession, steps_per_second: float) -> TrainResult:
               else None)
         weights = peft_weights(unet, te)
         info = _info(session, steps_per_second)
+        if session.pivotal:  # written first: a LoRA whose record names it finds it there
+            info["pivotal"] = save_embedding(cfg.output_dir, session.pivotal.token,
+                                             session.pivotal.identifier,
+                                             trained_rows(session.pivotal))
         lora_path = save_lora(cfg.output_dir, *lora_state_dicts(weights), info)
         if cfg.export_kohya:
             kohya_file = export_kohya(weights, cfg.alpha, kohya_path(cfg.output_dir, info), info)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..core.files import file_digest
 from ..errors import InputError
+from ..lora.embeddings import save_embedding
 from ..lora.files import (
     is_lora_dir,
     lora_alpha,
@@ -21,7 +22,7 @@ from ..lora.files import (
     save_lora,
 )
 from ..lora.kohya import export_kohya, kohya_path
-from ..train.checkpoints import WEIGHTS_FILE, list_checkpoints
+from ..train.checkpoints import PIVOTAL_KEY, WEIGHTS_FILE, Checkpoint, list_checkpoints, load_state
 from ..workspace.runs import load_run_settings
 from .results import FINAL
 
@@ -98,6 +99,11 @@ def export_checkpoint(candidate: Candidate, target: Path, run_dir: Path,
             "subject_name": settings.get("subject_name") or Path(run_dir).name}
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
+    rows = weights.pop(PIVOTAL_KEY, None)
+    info.pop("pivotal", None)  # the final LoRA's tokens, not this checkpoint's
+    if rows is not None:
+        token = load_state(Checkpoint(candidate.source, candidate.step))["pivotal"]
+        info["pivotal"] = save_embedding(target, token["token"], token["identifier"], rows)
     save_lora(target, *lora_state_dicts(weights), info)
     if kohya:
         export_kohya(weights, lora_alpha(settings), kohya_path(target, info), info)

@@ -63,6 +63,11 @@ FIELDS: dict[str, tuple[Callable, str]] = {
     "score_checkpoints": (bool, "Score checkpoints"),
     "validation_prompt": (_text, "Validation prompt"),
     "validation_every": (int, "Validation image every"),
+    # Pivotal tuning
+    "pivotal": (bool, "Pivotal tuning"),
+    "pivotal_tokens": (int, "Pivotal tokens"),
+    "pivotal_lr": (float, "Pivotal learning rate"),
+    "pivotal_stop": (float, "Train the tokens for (fraction of the steps)"),
 }
 # Widgets a preset or a saved run may fill, besides FIELDS.
 PROMPT_FIELDS = ("instance_prompt", "identifier", "class_noun", "prior_preservation",
@@ -253,6 +258,35 @@ def build_training_settings(studio: Studio, w: dict) -> dict[str, gr.components.
             _default("export_kohya"), label="Export for AUTOMATIC1111 / ComfyUI",
             info="Also save one .safetensors file that AUTOMATIC1111, Forge and ComfyUI load.",
         )
+    return w
+
+
+def build_pivotal(w: dict) -> dict[str, gr.components.Component]:
+    with gr.Accordion("Pivotal tuning: new tokens for the identifier", open=False):
+        w["pivotal"] = gr.Checkbox(
+            _default("pivotal"), label="Pivotal tuning",
+            info="Learns new words for your identifier along with the LoRA: better likeness "
+                 "for faces and subjects unlike anything the model knows; each step runs the "
+                 "text encoder (a little slower when it is not trained).",
+        )
+        with gr.Row():
+            w["pivotal_tokens"] = gr.Slider(
+                1, 8, value=_default("pivotal_tokens"), step=1, label="Tokens",
+                info="How many new tokens stand for the identifier; 1-2 suit one subject.",
+            )
+            w["pivotal_lr"] = gr.Number(
+                _default("pivotal_lr"), label="Token learning rate", minimum=0, step=1e-5,
+                info="Step size of the new tokens' embedding; too high and prompts around "
+                     "the subject stop working.",
+            )
+            w["pivotal_stop"] = gr.Slider(
+                0.05, 1.0, value=_default("pivotal_stop"), step=0.05,
+                label="Train the tokens for (fraction of the steps)",
+                info="Below 1 the tokens settle first and the LoRA alone finishes the run.",
+            )
+        gr.Markdown("The LoRA's folder gets an `embedding/` folder: copy its "
+                    "`<identifier>.safetensors` into AUTOMATIC1111's or ComfyUI's embeddings "
+                    "folder and prompt with the identifier as usual.")
     return w
 
 

@@ -12,6 +12,7 @@ from ..studio import Studio
 from .train_form import (
     build_advanced,
     build_form,
+    build_pivotal,
     build_prior_preservation,
     build_training_settings,
 )
@@ -46,6 +47,7 @@ def build_widgets(studio: Studio, status_text: str) -> TrainWidgets:
             form = build_form(studio)
             build_prior_preservation(form)
             build_training_settings(studio, form)
+            build_pivotal(form)
             build_advanced(form)
             with gr.Row():
                 start_btn = gr.Button("Start training", variant="primary")
