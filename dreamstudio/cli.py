@@ -142,6 +142,7 @@ TRAIN_OPTIONS = (
     "score_dino_model", "score_clip_model",
     Flag("export_kohya", "--no-kohya",
          help="Do not also write the A1111/ComfyUI (kohya) file."),
+    "prior_mode", "min_snr_gamma", "noise_offset", "face_loss_weight", "face_outside_weight",
     Flag("subject_name", "--name"), "device",
 )
 GENERATE_OPTIONS = (

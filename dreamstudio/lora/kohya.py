@@ -92,6 +92,10 @@ def shared_model_name(model: str | None) -> str | None:
     return Path(model).expanduser().name or model
 
 
+def _face_weighted(cfg: dict) -> bool:
+    return (cfg.get("face_loss_weight", 1.0), cfg.get("face_outside_weight", 1.0)) != (1.0, 1.0)
+
+
 def kohya_metadata(info: dict) -> dict[str, str]:
     """safetensors header metadata (strings only) in kohya's `ss_` vocabulary plus ours."""
     cfg = info.get("config", {})
@@ -117,6 +121,14 @@ def kohya_metadata(info: dict) -> dict[str, str]:
         "dreamstudio_prior_loss_weight": cfg.get("prior_loss_weight")
         if cfg.get("class_prompt") else "",
         "dreamstudio_date": info.get("finished_at") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # Loss-side methods (absent: off, as kohya leaves out what was not used).
+        "dreamstudio_prior_mode": cfg.get("prior_mode") if cfg.get("class_prompt") else None,
+        "ss_min_snr_gamma": cfg.get("min_snr_gamma"),
+        "ss_noise_offset": cfg.get("noise_offset") or None,
+        "dreamstudio_face_loss_weight": cfg.get("face_loss_weight")
+        if _face_weighted(cfg) else None,
+        "dreamstudio_face_outside_weight": cfg.get("face_outside_weight")
+        if _face_weighted(cfg) else None,
     }
     return {k: str(v) for k, v in meta.items() if v is not None}
 

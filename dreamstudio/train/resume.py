@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import TrainConfig
+from ..config import TrainConfig, default_of
 from ..core.files import find_temporaries
 from ..errors import TrainingError
 from ..lora.adapters import peft_weights
@@ -35,8 +35,15 @@ log = logging.getLogger("dreamstudio.training")
 
 # Settings a checkpoint must share with the run that resumes it: any other setting (the
 # learning rate, validation, ...) may change between the two.
+# The loss weightings (min-SNR, offset noise, face weights) are not among them: like the
+# learning rate they change how much each step moves the LoRA, not what it is, and a run may
+# well go on with another (e.g. face weighting for its second half). What the prior is
+# learned from (class images or the base's prediction) is.
 RESUME_KEYS = ("model", "instance_prompt", "class_prompt", "rank", "train_text_encoder",
-               "resolution", "batch_size", "seed")
+               "resolution", "batch_size", "seed", "prior_mode")
+# Keys added to RESUME_KEYS after checkpoints were first written: a checkpoint without one
+# was trained with the field's default, and is compared as such.
+ADDED_LATER = ("prior_mode",)
 
 
 # What earlier versions wrote under temporary names: the LoRA's folder, the kohya file.
@@ -115,8 +122,10 @@ def check_resumable(config: TrainConfig) -> Checkpoint:
     state = load_state(checkpoint)
     run = Path(config.output_dir).name
     step = state.get("step", checkpoint.step)
-    # Only recorded settings are compared: a checkpoint that lacks one cannot disagree.
-    saved = state.get("settings", {})
+    # Only recorded settings are compared (a checkpoint that lacks one cannot disagree),
+    # but for those added later, whose absence means the default was used.
+    recorded = state.get("settings", {})
+    saved = {**{k: default_of(TrainConfig, k) for k in ADDED_LATER}, **recorded}
     changed = [k for k in RESUME_KEYS if k in saved and saved[k] != getattr(config, k)]
     if changed:
         listed = ", ".join(f"{k} (was {saved[k]!r}, now {getattr(config, k)!r})"

@@ -112,7 +112,8 @@ FLAGS = {
              "--mixed-precision --gradient-checkpointing --use-8bit-adam --no-channels-last "
              "--flip --lr-scheduler --lr-warmup-steps --checkpoint-every --keep-checkpoints "
              "--resume --validation-prompt --validation-every --score-checkpoints --score-images "
-             "--score-dino-model --score-clip-model --no-kohya --name --device",
+             "--score-dino-model --score-clip-model --no-kohya --prior-mode --min-snr-gamma "
+             "--noise-offset --face-loss-weight --face-outside-weight --name --device",
     "generate": "--model --model-config --lora --prompt --output --negative-prompt "
                 "--unet-scale --text-encoder-scale --guidance --steps --seed --num-images "
                 "--height --width --sampler --precision --grid-x --grid-x-values --grid-y --grid-y-values "
