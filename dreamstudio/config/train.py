@@ -18,6 +18,8 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 # "class_images": train on generated pictures of the class; "prediction": the base model's
 # own prediction for the class prompt is the target, so no class images are needed.
 PRIOR_MODES = ("class_images", "prediction")
+# Min-SNR-gamma's gamma where it is simply turned on (the paper's choice).
+MIN_SNR_GAMMA = 5.0
 
 
 @dataclass

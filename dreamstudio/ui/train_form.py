@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from ..config import LR_SCHEDULERS, TrainConfig, default_of
+from ..config import LR_SCHEDULERS, MIN_SNR_GAMMA, TrainConfig, default_of
 from ..errors import InputError
 from ..studio import PRESETS, Studio, class_noun_of, compose_prompts, parse_template_prompt
 from .common import model_image_size, prepared_subjects
@@ -29,6 +29,20 @@ def _default(name: str):
 def _text(value) -> str | None:
     text = (value or "").strip()
     return text or None
+
+
+def _min_snr(value) -> float | None:
+    """The Min-SNR checkbox as min_snr_gamma: on is the usual gamma (a number, as in a
+    run's settings, is kept)."""
+    if value is True:
+        return MIN_SNR_GAMMA
+    return float(value) if value else None
+
+
+PRIOR_MODE_LABELS = [
+    ("class images (generated first)", "class_images"),
+    ("the base model's prediction (no class images)", "prediction"),
+]
 
 
 # TrainConfig settings taken from the form as they are: name -> (convert, label for errors).
@@ -55,6 +69,12 @@ FIELDS: dict[str, tuple[Callable, str]] = {
     "score_checkpoints": (bool, "Score checkpoints"),
     "validation_prompt": (_text, "Validation prompt"),
     "validation_every": (int, "Validation image every"),
+    # Loss-side methods
+    "prior_mode": (str, "Prior from"),
+    "min_snr_gamma": (_min_snr, "Min-SNR weighting"),
+    "noise_offset": (float, "Offset noise"),
+    "face_loss_weight": (float, "Loss weight on the face"),
+    "face_outside_weight": (float, "Loss weight outside the face"),
 }
 # Widgets a preset or a saved run may fill, besides FIELDS.
 PROMPT_FIELDS = ("instance_prompt", "identifier", "class_noun", "prior_preservation",
@@ -80,6 +100,8 @@ def form_values(settings: dict, identifier: str | None = None) -> dict:
     values = {k: settings[k] for k in FIELDS if k in settings}
     if "validation_prompt" in values:
         values["validation_prompt"] = values["validation_prompt"] or ""
+    if "min_snr_gamma" in values:  # a checkbox: a command line's own gamma becomes the usual
+        values["min_snr_gamma"] = values["min_snr_gamma"] is not None
     if "class_prompt" in settings:
         class_prompt = settings["class_prompt"]
         values["prior_preservation"] = bool(class_prompt)
@@ -161,6 +183,12 @@ def build_prior_preservation(w: dict) -> dict[str, gr.components.Component]:
             "", label="Class prompt", placeholder="a photo of dog",
             info="Made from the class noun: the instance prompt without the identifier.",
         )
+        w["prior_mode"] = gr.Radio(
+            PRIOR_MODE_LABELS, value=_default("prior_mode"), label="Prior from",
+            info="The base model's prediction needs no class images (no minutes of drawing "
+                 "them first) but costs about one more forward pass per step; class images "
+                 "are the classic DreamBooth way.",
+        )
         with gr.Row():
             w["num_class_images"] = gr.Number(
                 _default("num_class_images"), label="Number of class images", precision=0,
@@ -233,7 +261,8 @@ def build_training_settings(studio: Studio, w: dict) -> dict[str, gr.components.
 
 
 def build_advanced(w: dict) -> dict[str, gr.components.Component]:
-    with gr.Accordion("Advanced: previews, checkpoints, memory, schedule", open=False):
+    with gr.Accordion("Advanced: previews, checkpoints, memory, schedule, loss",
+                      open=False):
         with gr.Row():
             w["validation_every"] = gr.Number(
                 _default("validation_every"), label="Validation image every (steps)",
@@ -293,5 +322,30 @@ def build_advanced(w: dict) -> dict[str, gr.components.Component]:
                 _default("lr_warmup_steps"), label="Warm-up steps", precision=0, minimum=0,
                 info="Steps at the start with a rising rate (0 = none; not used by "
                      "'constant'); helps with high rates.",
+            )
+        with gr.Row():
+            w["min_snr_gamma"] = gr.Checkbox(
+                _default("min_snr_gamma") is not None, label="Min-SNR weighting",
+                info=f"Weighs the loss by noise level (gamma {MIN_SNR_GAMMA:g}): steadier "
+                     "training that often gets there in fewer steps; costs nothing.",
+            )
+            w["noise_offset"] = gr.Number(
+                _default("noise_offset"), label="Offset noise", minimum=0, maximum=1,
+                step=0.01,
+                info="e.g. 0.05 when your photos are very dark or bright (night shots, "
+                     "white backgrounds); 0 = off; costs nothing.",
+            )
+        with gr.Row():
+            w["face_loss_weight"] = gr.Number(
+                _default("face_loss_weight"), label="Loss weight on the face", minimum=0,
+                step=0.1,
+                info="For people (photos prepared in face mode): how much the face found "
+                     "at crop time counts; 1 and 1 = off.",
+            )
+            w["face_outside_weight"] = gr.Number(
+                _default("face_outside_weight"), label="Loss weight outside the face",
+                minimum=0, step=0.1,
+                info="e.g. 0.3 so the LoRA learns the face rather than clothes and "
+                     "background; photos without a face box count fully; costs nothing.",
             )
     return w

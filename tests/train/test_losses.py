@@ -305,3 +305,17 @@ def test_a_checkpoint_from_before_prior_modes_resumes_as_class_images(tmp_path):
     assert check_resumable(written).step == 4
     with pytest.raises(TrainingError, match="prior_mode"):
         check_resumable(_resume_config(tmp_path, prior_mode="prediction"))
+
+
+def test_the_train_tab_form_round_trips_every_method(tmp_path):
+    from dreamstudio.ui.train_form import FIELDS, form_values, train_settings
+
+    config = TrainConfig(instance_dir=tmp_path, instance_prompt=PROMPT, output_dir=tmp_path,
+                         class_prompt=CLASS_PROMPT, **METHODS)
+    values = form_values(config.to_dict())
+    assert values["min_snr_gamma"] is True  # a checkbox
+    settings = train_settings(values)
+    assert settings == {k: getattr(config, k) for k in FIELDS}
+    off = train_settings(form_values(TrainConfig(instance_dir=tmp_path, instance_prompt=PROMPT,
+                                                 output_dir=tmp_path).to_dict()))
+    assert off["min_snr_gamma"] is None and off["prior_mode"] == "class_images"
