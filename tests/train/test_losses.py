@@ -319,3 +319,28 @@ def test_the_train_tab_form_round_trips_every_method(tmp_path):
     off = train_settings(form_values(TrainConfig(instance_dir=tmp_path, instance_prompt=PROMPT,
                                                  output_dir=tmp_path).to_dict()))
     assert off["min_snr_gamma"] is None and off["prior_mode"] == "class_images"
+
+
+def test_min_snr_and_offset_noise_reach_a_v_prediction_run(tiny_vpred_model, small_dog_dir,
+                                                           tmp_path, monkeypatch):
+    calls, offsets = [], []
+    weights, offset = step_module.min_snr_weights, step_module.offset_noise
+
+    def snr_spy(timesteps, scheduler, gamma, kind):
+        calls.append((gamma, kind))
+        return weights(timesteps, scheduler, gamma, kind)
+
+    def offset_spy(noise, strength, generator=None):
+        shifted = offset(noise, strength, generator)
+        shift = (shifted - noise).flatten(2)
+        offsets.append((shift.std(-1).max().item(), shift.abs().max().item()))
+        return shifted
+
+    monkeypatch.setattr(step_module, "min_snr_weights", snr_spy)
+    monkeypatch.setattr(step_module, "offset_noise", offset_spy)
+    result = train(_config(tiny_vpred_model, small_dog_dir, tmp_path / "run", steps=2,
+                           min_snr_gamma=5.0, noise_offset=0.05))
+    assert result.status == "completed"
+    assert calls == [(5.0, "v_prediction")] * 2
+    # A constant per image and channel, not zero.
+    assert len(offsets) == 2 and all(spread < 1e-6 < size for spread, size in offsets)
