@@ -146,6 +146,7 @@ TRAIN_OPTIONS = (
     Flag("use_captions", "--no-captions",
          help="Ignore the photos' captions: every photo trains on the instance prompt."),
     "pivotal", Flag("pivotal_tokens", type=_positive_int), "pivotal_lr", "pivotal_stop",
+    "prior_mode", "min_snr_gamma", "noise_offset", "face_loss_weight", "face_outside_weight",
     Flag("subject_name", "--name"), "device",
 )
 GENERATE_OPTIONS = (

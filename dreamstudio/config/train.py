@@ -19,6 +19,11 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 OPTIMIZERS = ("adamw", "adamw8bit", "prodigy")
 PRODIGY_MISSING = ("The Prodigy optimizer needs the optional package prodigyopt: "
                    "pip install prodigyopt, or choose the AdamW optimizer.")
+# "class_images": train on generated pictures of the class; "prediction": the base model's
+# own prediction for the class prompt is the target, so no class images are needed.
+PRIOR_MODES = ("class_images", "prediction")
+# Min-SNR-gamma's gamma where it is simply turned on (the paper's choice).
+MIN_SNR_GAMMA = 5.0
 
 
 @dataclass
@@ -179,6 +184,33 @@ class TrainConfig:
         metadata={"help": "Fraction of the steps during which the embedding trains; after "
                           "it only the LoRA does (0-1]."},
     )
+    # Loss-side methods: prior prediction, min-SNR weighting, offset noise, face weighting.
+    prior_mode: str = field(
+        default="class_images",
+        metadata={"help": "Prior preservation from 'class_images' (generated first) or "
+                          "'prediction' (the base model's own prediction for the class "
+                          "prompt: no class images, one more forward pass per step).",
+                  "choices": PRIOR_MODES},
+    )
+    min_snr_gamma: float | None = field(
+        default=None,
+        metadata={"help": "Min-SNR-gamma loss weighting (e.g. 5): steadier, often faster "
+                          "training; off when not given."},
+    )
+    noise_offset: float = field(
+        default=0.0,
+        metadata={"help": "Offset-noise strength (e.g. 0.05): lets the LoRA learn very "
+                          "dark or bright images; 0 = off."},
+    )
+    face_loss_weight: float = field(
+        default=1.0,
+        metadata={"help": "Loss weight inside the face box found at crop time."},
+    )
+    face_outside_weight: float = field(
+        default=1.0,
+        metadata={"help": "Loss weight outside the face box (e.g. 0.3 to spend the LoRA "
+                          "on the face; 1 and 1 = off)."},
+    )
 
     def __post_init__(self):
         self.instance_dir = as_path(self.instance_dir)
@@ -241,8 +273,21 @@ class TrainConfig:
         check(self.pivotal_lr > 0, f"pivotal learning rate must be > 0 (got {self.pivotal_lr}).")
         check(0 < self.pivotal_stop <= 1,
               f"the pivotal stop must be a fraction in (0, 1] (got {self.pivotal_stop}).")
+        check(self.prior_mode in PRIOR_MODES,
+              f"prior mode must be one of {PRIOR_MODES} (got {self.prior_mode!r}).")
+        check(self.min_snr_gamma is None or self.min_snr_gamma > 0,
+              f"min-SNR gamma must be > 0 (got {self.min_snr_gamma}); leave it out for off.")
+        check(0 <= self.noise_offset <= 1,
+              f"noise offset must be 0-1 (got {self.noise_offset}); 0.05 is typical.")
+        check(self.face_loss_weight >= 0 and self.face_outside_weight >= 0,
+              "face loss weights must be >= 0 (got "
+              f"{self.face_loss_weight} inside, {self.face_outside_weight} outside).")
+        check(self.face_loss_weight > 0 or self.face_outside_weight > 0,
+              "face loss weights are both 0: nothing would be learned; use e.g. 1 inside "
+              "and 0.3 outside.")
         if self.with_prior_preservation:
-            check(self.class_dir is not None,
+            # Prior prediction draws no class images: a class folder is not needed.
+            check(self.class_dir is not None or not self.uses_class_images,
                    "Prior preservation needs a class folder (--class-dir) to keep class images.")
             refuse_identifier_in_class_prompt(self.instance_prompt, self.class_prompt)
         elif self.class_dir is not None:
@@ -259,6 +304,15 @@ class TrainConfig:
     @property
     def with_prior_preservation(self) -> bool:
         return self.class_prompt is not None
+
+    @property
+    def uses_class_images(self) -> bool:
+        """Prior preservation that trains on class images (not on the base's prediction)."""
+        return self.with_prior_preservation and self.prior_mode == "class_images"
+
+    @property
+    def face_weighted(self) -> bool:
+        return (self.face_loss_weight, self.face_outside_weight) != (1.0, 1.0)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)

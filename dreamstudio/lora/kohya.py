@@ -114,6 +114,10 @@ def tag_frequency(info: dict) -> dict[str, int]:
     return counts
 
 
+def _face_weighted(cfg: dict) -> bool:
+    return (cfg.get("face_loss_weight", 1.0), cfg.get("face_outside_weight", 1.0)) != (1.0, 1.0)
+
+
 def kohya_metadata(info: dict) -> dict[str, str]:
     """safetensors header metadata (strings only) in kohya's `ss_` vocabulary plus ours."""
     cfg = info.get("config", {})
@@ -146,6 +150,14 @@ def kohya_metadata(info: dict) -> dict[str, str]:
         "dreamstudio_use_captions": cfg.get("use_captions"),
         "dreamstudio_date": info.get("finished_at") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "dreamstudio_pivotal": bool(cfg.get("pivotal")),
+        # Loss-side methods (absent: off, as kohya leaves out what was not used).
+        "dreamstudio_prior_mode": cfg.get("prior_mode") if cfg.get("class_prompt") else None,
+        "ss_min_snr_gamma": cfg.get("min_snr_gamma"),
+        "ss_noise_offset": cfg.get("noise_offset") or None,
+        "dreamstudio_face_loss_weight": cfg.get("face_loss_weight")
+        if _face_weighted(cfg) else None,
+        "dreamstudio_face_outside_weight": cfg.get("face_outside_weight")
+        if _face_weighted(cfg) else None,
     }
     pivotal = info.get("pivotal")
     if cfg.get("pivotal") and isinstance(pivotal, dict):

@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from ..data.images import ImageRejected, open_rgb
-from ..data.manifest import image_files, training_captions
+from ..data.manifest import has_manifest, image_files, training_captions, training_results
 from ..errors import InputError
+from .losses import face_weight_map
 
 
 def to_training_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
@@ -66,6 +67,23 @@ def load_image_files(files: list[Path], resolution: int, what: str,
             "(or prepare them on the Data tab) and try again."
         )
     return LoadedImages(torch.stack(tensors), used, skipped)
+
+
+def face_weight_maps(folder: Path, files: list[Path], size: int, inside: float,
+                     outside: float, mirrored: bool = False) -> torch.Tensor:
+    """One size x size loss weight map per file (N x 1 x size x size), from the face box
+    the folder's manifest records for each crop; files it knows no face of weigh 1.
+    `mirrored` appends the maps of the flipped images, as the latent cache does."""
+    known = {}
+    if has_manifest(folder):
+        known = {r.output: r for r in training_results(folder) if r.output}
+    maps = []
+    for path in files:
+        r = known.get(Path(path).name)
+        face, crop = (r.face_box, r.crop_box) if r is not None else (None, None)
+        maps.append(face_weight_map(face, crop, size, inside, outside))
+    stacked = torch.stack(maps)[:, None]
+    return torch.cat([stacked, stacked.flip(-1)]) if mirrored else stacked
 
 
 class LatentCache:

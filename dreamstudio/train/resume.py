@@ -37,9 +37,13 @@ log = logging.getLogger("dreamstudio.training")
 
 # Settings a checkpoint must share with the run that resumes it: any other setting (the
 # learning rate, validation, ...) may change between the two.
+# The loss weightings (min-SNR, offset noise, face weights) are not among them: like the
+# learning rate they change how much each step moves the LoRA, not what it is, and a run may
+# well go on with another (e.g. face weighting for its second half). What the prior is
+# learned from (class images or the base's prediction) is.
 RESUME_KEYS = ("model", "instance_prompt", "class_prompt", "rank", "train_text_encoder",
                "resolution", "batch_size", "seed", "use_dora", "lora_alpha", "pivotal",
-               "pivotal_tokens")
+               "pivotal_tokens", "prior_mode")
 
 
 def _as_trained(settings: dict) -> dict:
@@ -47,7 +51,7 @@ def _as_trained(settings: dict) -> dict:
     trains what "unset" did), and a checkpoint older than a setting trained without it."""
     if not settings:
         return settings
-    trained = {"use_dora": False, "pivotal": False, **settings}
+    trained = {"use_dora": False, "pivotal": False, "prior_mode": "class_images", **settings}
     if "rank" in settings:
         trained["lora_alpha"] = settings.get("lora_alpha") or settings["rank"]
     # Without pivotal tuning its token count trains nothing.

@@ -33,6 +33,7 @@ class TrainingSession:
         self.start = time.monotonic()
         self.skipped = [(str(p), r) for p, r in instance.skipped]
         self.losses: list[float] = []
+        self.prior_losses: list[float] = []  # the prior part of each step's loss, if any
         self.validation_images: list[str] = []
         # Checkpoint scoring (scoring.py): the points so far, its loaded scorers, and why
         # it stopped if it did.
@@ -56,6 +57,10 @@ class TrainingSession:
         self.captions: dict[str, str] = {}  # crop name -> caption, of the photos that have one
         self.class_ids: torch.Tensor | None = None
         self.cached_embeds: dict | None = None  # only while the text encoder is frozen
+        # Prior prediction: the base text encoder's class prompt embedding (never changes).
+        self.base_class_embeds: torch.Tensor | None = None
+        # Face-weighted loss: a latent-size weight map per cached instance latent.
+        self.face_weights: torch.Tensor | None = None
         # 4. LoRA and optimizer
         self.optimizer = self.lr_scheduler = None
         self.trainable: list[torch.nn.Parameter] = []
@@ -64,11 +69,17 @@ class TrainingSession:
 
     @property
     def with_prior(self) -> bool:
+        """Prior preservation from class images: each batch has as many class images."""
         return self.class_latents is not None
 
     def prompt(self, text: str) -> str:
         """A prompt as the pipeline takes it: the identifier as the pivotal token, if any."""
         return self.pivotal.prompt(text) if self.pivotal else text
+
+    @property
+    def prior_prediction(self) -> bool:
+        """Prior preservation from the base model's prediction for the class prompt."""
+        return self.config.with_prior_preservation and self.config.prior_mode == "prediction"
 
     def emit(self, phase: str, step: int, **kw) -> None:
         self.progress(TrainProgress(phase, step=step, total_steps=self.config.steps,

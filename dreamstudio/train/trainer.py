@@ -38,7 +38,14 @@ from .class_images import (
 )
 from .events import ProgressFn, TrainProgress, TrainResult
 from .identifiers import identifier_of, refuse_identifier_in_class_prompt
-from .latents import LatentCache, LoadedImages, load_image_files, load_images, tokenize
+from .latents import (
+    LatentCache,
+    LoadedImages,
+    face_weight_maps,
+    load_image_files,
+    load_images,
+    tokenize,
+)
 from .pivotal import attach_pivotal, trained_rows
 from .resume import check_resumable, restore_session, save_session, tidy_run_folder
 from .scoring import score_checkpoint
@@ -119,8 +126,8 @@ def _execute(session: TrainingSession, checkpoint: Checkpoint | None) -> TrainRe
     """The stages of a session, in order; `checkpoint` is the one to resume from, if any."""
     cfg = session.config
 
-    # 1. Class images
-    if cfg.with_prior_preservation:
+    # 1. Class images (prior prediction needs none)
+    if cfg.uses_class_images:
         session.class_images = _class_images(session)
         if session.class_images is None:
             return _cancelled(session, 0)
@@ -245,9 +252,17 @@ def _cache_inputs(session: TrainingSession) -> None:
     if s.class_images:
         s.class_latents = _latents(s, s.class_images.pixels)
     s.vae.to(s.device if cfg.validation_every or cfg.score_checkpoints else "cpu")
+    if cfg.face_weighted:
+        s.face_weights = face_weight_maps(
+            cfg.instance_dir, s.instance.files, s.instance_latents.mean.shape[-1],
+            cfg.face_loss_weight, cfg.face_outside_weight, mirrored=cfg.flip)
     set_instance_prompts(s)
-    if s.class_images:
+    if s.class_images or s.prior_prediction:
         s.class_ids = tokenize(s.pipe.tokenizer, [cfg.class_prompt]).to(s.device)
+    if s.prior_prediction:
+        # Encoded before any LoRA is attached: the base model's class embedding.
+        with torch.no_grad(), s.accelerator.autocast():
+            s.base_class_embeds = s.text_encoder(s.class_ids)[0]
     # A trained embedding changes the instance prompt's embeddings at every step.
     if not cfg.train_text_encoder and not s.pivotal:
         with torch.no_grad(), s.accelerator.autocast():

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from ..config import LR_SCHEDULERS, OPTIMIZERS, TrainConfig, default_of
+from ..config import LR_SCHEDULERS, MIN_SNR_GAMMA, OPTIMIZERS, TrainConfig, default_of
 from ..errors import InputError
 from ..studio import PRESETS, Studio, class_noun_of, compose_prompts, parse_template_prompt
 from .common import model_image_size, prepared_subjects
@@ -35,6 +35,20 @@ def _text(value) -> str | None:
 def _alpha(value) -> int | None:
     """The alpha box's value as the setting: 0 or empty is "the rank"."""
     return int(value) if value else None
+
+
+def _min_snr(value) -> float | None:
+    """The Min-SNR checkbox as min_snr_gamma: on is the usual gamma (a number, as in a
+    run's settings, is kept)."""
+    if value is True:
+        return MIN_SNR_GAMMA
+    return float(value) if value else None
+
+
+PRIOR_MODE_LABELS = [
+    ("class images (generated first)", "class_images"),
+    ("the base model's prediction (no class images)", "prediction"),
+]
 
 
 # TrainConfig settings taken from the form as they are: name -> (convert, label for errors).
@@ -68,6 +82,12 @@ FIELDS: dict[str, tuple[Callable, str]] = {
     "pivotal_tokens": (int, "Pivotal tokens"),
     "pivotal_lr": (float, "Pivotal learning rate"),
     "pivotal_stop": (float, "Train the tokens for (fraction of the steps)"),
+    # Loss-side methods
+    "prior_mode": (str, "Prior from"),
+    "min_snr_gamma": (_min_snr, "Min-SNR weighting"),
+    "noise_offset": (float, "Offset noise"),
+    "face_loss_weight": (float, "Loss weight on the face"),
+    "face_outside_weight": (float, "Loss weight outside the face"),
 }
 # Widgets a preset or a saved run may fill, besides FIELDS.
 PROMPT_FIELDS = ("instance_prompt", "identifier", "class_noun", "prior_preservation",
@@ -97,6 +117,8 @@ def form_values(settings: dict, identifier: str | None = None) -> dict:
         values["lora_alpha"] = values["lora_alpha"] or 0
     if "optimizer" not in settings and settings.get("use_8bit_adam"):
         values["optimizer"] = "adamw8bit"  # a run saved before the optimizer choice
+    if "min_snr_gamma" in values:  # a checkbox: a command line's own gamma becomes the usual
+        values["min_snr_gamma"] = values["min_snr_gamma"] is not None
     if "class_prompt" in settings:
         class_prompt = settings["class_prompt"]
         values["prior_preservation"] = bool(class_prompt)
@@ -177,6 +199,12 @@ def build_prior_preservation(w: dict) -> dict[str, gr.components.Component]:
         w["class_prompt"] = gr.Textbox(
             "", label="Class prompt", placeholder="a photo of dog",
             info="Made from the class noun: the instance prompt without the identifier.",
+        )
+        w["prior_mode"] = gr.Radio(
+            PRIOR_MODE_LABELS, value=_default("prior_mode"), label="Prior from",
+            info="The base model's prediction needs no class images (no minutes of drawing "
+                 "them first) but costs about one more forward pass per step; class images "
+                 "are the classic DreamBooth way.",
         )
         with gr.Row():
             w["num_class_images"] = gr.Number(
@@ -291,7 +319,8 @@ def build_pivotal(w: dict) -> dict[str, gr.components.Component]:
 
 
 def build_advanced(w: dict) -> dict[str, gr.components.Component]:
-    with gr.Accordion("Advanced: previews, checkpoints, memory, schedule", open=False):
+    with gr.Accordion("Advanced: previews, checkpoints, memory, schedule, loss",
+                      open=False):
         with gr.Row():
             w["validation_every"] = gr.Number(
                 _default("validation_every"), label="Validation image every (steps)",
@@ -354,5 +383,30 @@ def build_advanced(w: dict) -> dict[str, gr.components.Component]:
                 _default("lr_warmup_steps"), label="Warm-up steps", precision=0, minimum=0,
                 info="Steps at the start with a rising rate (0 = none; not used by "
                      "'constant'); helps with high rates.",
+            )
+        with gr.Row():
+            w["min_snr_gamma"] = gr.Checkbox(
+                _default("min_snr_gamma") is not None, label="Min-SNR weighting",
+                info=f"Weighs the loss by noise level (gamma {MIN_SNR_GAMMA:g}): steadier "
+                     "training that often gets there in fewer steps; costs nothing.",
+            )
+            w["noise_offset"] = gr.Number(
+                _default("noise_offset"), label="Offset noise", minimum=0, maximum=1,
+                step=0.01,
+                info="e.g. 0.05 when your photos are very dark or bright (night shots, "
+                     "white backgrounds); 0 = off; costs nothing.",
+            )
+        with gr.Row():
+            w["face_loss_weight"] = gr.Number(
+                _default("face_loss_weight"), label="Loss weight on the face", minimum=0,
+                step=0.1,
+                info="For people (photos prepared in face mode): how much the face found "
+                     "at crop time counts; 1 and 1 = off.",
+            )
+            w["face_outside_weight"] = gr.Number(
+                _default("face_outside_weight"), label="Loss weight outside the face",
+                minimum=0, step=0.1,
+                info="e.g. 0.3 so the LoRA learns the face rather than clothes and "
+                     "background; photos without a face box count fully; costs nothing.",
             )
     return w

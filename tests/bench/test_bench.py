@@ -59,3 +59,21 @@ def test_the_sweep_benchmark_splits_drawing_from_scoring(tiny_model, tmp_path):
     assert data["drawn"] == data["images"] and data["reused"] == 0
     assert 0 < data["drawing_s"] + data["scoring_s"] <= data["sweep_s"]
     assert data["estimate_s"] > 0 and 0 < data["scoring_share"] < 1
+
+
+def test_the_prior_benchmark_splits_class_image_drawing_from_training(
+    tiny_model, small_dog_dir, tmp_path
+):
+    from bench.prior import main as prior_main
+
+    out = tmp_path / "prior.json"
+    report = prior_main(["--model", str(tiny_model), "--photos", str(small_dog_dir),
+                         "--resolution", "64", "--steps", "2", "--class-images", "1", "2",
+                         "--class-image-steps", "2", "--precision", "no", "--output", str(out)])
+    assert json.loads(out.read_text()) == report
+    runs = report["runs"]
+    assert [(r["method"], r["class_images"]) for r in runs] == [
+        ("prior prediction", 0), ("class images", 1), ("class images", 2)]
+    assert runs[0]["class_image_s"] == 0 and runs[2]["class_image_s"] > 0
+    for r in runs:
+        assert 0 < r["training_s"] <= r["total_s"] and r["steps_per_second"] > 0

@@ -114,7 +114,8 @@ FLAGS = {
              "--resume --validation-prompt --validation-every --score-checkpoints --score-images "
              "--score-dino-model --score-clip-model --no-kohya --use-dora --lora-alpha "
              "--optimizer --no-captions --pivotal --pivotal-tokens --pivotal-lr --pivotal-stop "
-             "--name --device",
+             "--prior-mode --min-snr-gamma --noise-offset --face-loss-weight "
+             "--face-outside-weight --name --device",
     "generate": "--model --model-config --lora --prompt --output --negative-prompt "
                 "--unet-scale --text-encoder-scale --guidance --steps --seed --num-images "
                 "--height --width --sampler --precision --grid-x --grid-x-values --grid-y --grid-y-values "
