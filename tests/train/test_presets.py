@@ -5,7 +5,7 @@ from __future__ import annotations
 from dreamstudio.config import TrainConfig
 from dreamstudio.train.presets import PRESETS
 
-NOTEBOOK, FACE = "Object - LoRA notebook defaults", "Person / face"
+NOTEBOOK, PET, FACE = "LoRA notebook defaults", "Object / pet", "Person / face"
 
 
 def _defaults(tmp_path) -> TrainConfig:
@@ -31,3 +31,19 @@ def test_the_face_preset_sets_the_same_keys_and_turns_prior_preservation_on(tmp_
     assert face["steps"] > config.steps and face["learning_rate"] < config.learning_rate
     assert face["num_class_images"] == config.num_class_images
     assert face["prior_loss_weight"] == config.prior_loss_weight
+
+
+def test_the_method_presets_turn_on_what_they_say_and_make_valid_configs(tmp_path):
+    config = _defaults(tmp_path)
+    pet, face = PRESETS[PET], PRESETS[FACE]
+    changed = {k for k, v in pet.settings.items() if v != getattr(config, k)}
+    assert changed == {"min_snr_gamma"} and "min-SNR" in pet.description
+    assert face.settings["prior_mode"] == "prediction" and "prediction" in face.description
+    assert face.settings["face_outside_weight"] < face.settings["face_loss_weight"]
+    assert "face-weighted loss" in face.description and "Pivotal tuning is left off" in \
+        face.description
+    for preset in (pet, face):
+        # A preset's settings train as they are: prior prediction needs no class folder.
+        made = TrainConfig(instance_dir=tmp_path, instance_prompt="a photo of sks person",
+                           output_dir=tmp_path, **preset.settings)
+        assert made.uses_class_images is False
