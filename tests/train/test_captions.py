@@ -88,10 +88,11 @@ def _record(monkeypatch) -> list[dict]:
         return drawn[-1]
 
     def batch(session):
-        latents, ids, embeds = real_batch(session)
-        steps.append({"session": session, "photos": drawn[-1].clone(), "ids": ids.clone(),
-                      "embeds": None if embeds is None else embeds.detach().clone()})
-        return latents, ids, embeds
+        made = real_batch(session)
+        steps.append({"session": session, "photos": drawn[-1].clone(),
+                      "ids": made.ids.clone(),
+                      "embeds": None if made.embeds is None else made.embeds.detach().clone()})
+        return made
 
     monkeypatch.setattr(Batches, "next", next_indices)
     monkeypatch.setattr(step_module, "_batch", batch)

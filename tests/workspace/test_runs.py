@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dreamstudio.data.manifest import PrepareReport
 from dreamstudio.errors import InputError, TrainingError
 from dreamstudio.lora.files import WEIGHTS_NAME
 from dreamstudio.studio import Studio
@@ -32,7 +33,8 @@ def studio(tmp_path) -> Studio:
     studio.jobs = TrainingJobs(train_fn=_instant_train)
     photos = studio.workspace.photos_dir("dog")
     photos.mkdir(parents=True)
-    (photos / "manifest.json").write_text("{}")
+    # A manifest of no photos: enough to count as prepared (the trainer is a stand-in).
+    (photos / "manifest.json").write_text(json.dumps(PrepareReport(results=[]).to_dict()))
     return studio
 
 
