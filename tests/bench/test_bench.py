@@ -57,7 +57,8 @@ def test_the_sweep_benchmark_splits_drawing_from_scoring(tiny_model, tmp_path):
     # The default sweep: 3 UNet x 2 text-encoder scales + the base row, 4 prompts + 2 leak.
     assert (data["cells"], data["base_cells"], data["images"]) == (6, 1, 7 * 6)
     assert data["drawn"] == data["images"] and data["reused"] == 0
-    assert 0 < data["drawing_s"] + data["scoring_s"] <= data["sweep_s"]
+    # Each figure is rounded to 0.1 s: the parts may add up to 0.1 s over the whole.
+    assert 0 < data["drawing_s"] + data["scoring_s"] <= data["sweep_s"] + 0.1 + 1e-9
     assert data["estimate_s"] > 0 and 0 < data["scoring_share"] < 1
 
 
