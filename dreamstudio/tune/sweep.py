@@ -28,9 +28,12 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from ..evaluate.metrics import leak_flagged
+from ..lora.files import is_lora_dir
 from .candidates import Candidate, choose_candidates, export_checkpoint
 from .config import TuneConfig
+from .report import write_result
 from .results import BASE, CellScore, SweepPlan, SweepResult, TuneProgress
+from .rule import recommend
 from .scoring import SubjectScores
 
 if TYPE_CHECKING:
@@ -179,7 +182,7 @@ def _lora_dir(candidate: Candidate | None, folder: Path, config: TuneConfig) -> 
     if candidate.is_final:
         return candidate.source
     target = Path(folder) / CANDIDATES_DIR / f"{candidate.name}-{candidate.digest[:10]}"
-    if not (target / "pytorch_lora_weights.safetensors").is_file():
+    if not is_lora_dir(target):
         export_checkpoint(candidate, target, config.run_dir)
     return target
 
@@ -226,9 +229,6 @@ def run_sweep(
     A cancel stops within one sampler step; the cells finished so far come back with status
     "cancelled" and no result files are written (their images stay, for the next sweep).
     """
-    from .report import write_result
-    from .rule import recommend
-
     emit = progress or (lambda p: None)
     folder = Path(folder)
     # 1. plan
