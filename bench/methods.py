@@ -76,7 +76,8 @@ def run_variant(model: Path, photos: Path, work: Path, name: str, settings: dict
             "wall_s": round(time.monotonic() - start, 1)}
 
 
-def run_benchmark(model: Path, steps: int, size: int, only: list[str] | None = None) -> dict:
+def run_benchmark(model: Path, steps: int, size: int, only: list[str] | None = None,
+                  repeats: int = 1) -> dict:
     from .sd15 import save_sd15_architecture
 
     if not (model / "model_index.json").is_file():
@@ -84,23 +85,32 @@ def run_benchmark(model: Path, steps: int, size: int, only: list[str] | None = N
     work = Path(tempfile.mkdtemp(prefix="bench-methods-"))
     photos = face_photos(work, size)
     chosen = [v for v in VARIANTS if only is None or v[0] in only or v[0] == "plain"]
-    order = [*chosen, VARIANTS[0]]  # plain first and last
+    # Rounds alternate forward and backward, so drift over the benchmark falls on every
+    # method alike; a single round runs plain again at its end for the same reason.
+    rounds = [chosen if r % 2 == 0 else chosen[::-1] for r in range(repeats)]
+    if repeats == 1:
+        rounds[0] = [*chosen, VARIANTS[0]]
     figures: dict[str, dict] = {}
-    plain_runs = []
-    for name, settings, about in order:
-        print(f"{name}: {about}", flush=True)
-        figure = run_variant(model, photos, work, name, settings, steps, size)
-        if name == "plain" and "s_per_step" in figure:
-            plain_runs.append(figure["s_per_step"])
-        figures[name] = {**figures.get(name, {}), **figure, "what": about}
-    plain = statistics.median(plain_runs)
-    figures["plain"]["s_per_step"] = plain
-    figures["plain"]["s_per_step_runs"] = plain_runs
-    for figure in figures.values():
-        if "s_per_step" in figure:
-            figure["vs_plain"] = round(figure["s_per_step"] / plain, 3)
+    for order in rounds:
+        for name, settings, about in order:
+            print(f"{name}: {about}", flush=True)
+            figure = run_variant(model, photos, work, name, settings, steps, size)
+            entry = figures.setdefault(name, {"what": about})
+            if "skipped" in figure:
+                entry["skipped"] = figure["skipped"]
+                continue
+            entry.setdefault("s_per_step_runs", []).append(figure["s_per_step"])
+            entry.setdefault("wall_s_runs", []).append(figure["wall_s"])
+    for entry in figures.values():
+        if "s_per_step_runs" in entry:
+            entry["s_per_step"] = round(statistics.median(entry["s_per_step_runs"]), 3)
+    plain = figures["plain"]["s_per_step"]
+    for entry in figures.values():
+        if "s_per_step" in entry:
+            entry["vs_plain"] = round(entry["s_per_step"] / plain, 3)
     return {"model": "SD 1.5 architecture, random weights", "resolution": size,
-            "steps_per_run": steps, "precision": "auto (bf16 where the CPU has it)",
+            "steps_per_run": steps, "rounds": repeats, "statistic": "median over runs",
+            "precision": "auto (bf16 where the CPU has it)",
             "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "platform": platform.platform(), "torch": torch.__version__, "methods": figures}
 
@@ -125,9 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--only", nargs="+", default=None, metavar="METHOD",
                         help=f"Some of: {', '.join(v[0] for v in VARIANTS)} (plain always).")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="Rounds over all methods, alternating order; medians reported.")
     parser.add_argument("--json", type=Path, default=None, help="Write the figures here.")
     args = parser.parse_args(argv)
-    report = run_benchmark(args.model, args.steps, args.resolution, args.only)
+    report = run_benchmark(args.model, args.steps, args.resolution, args.only, args.repeats)
     print(format_report(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -58,7 +58,9 @@ def run_once(model: str, photos: Path, work: Path, steps: int, resolution: int,
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="Base model folder or Hub id.")
+    parser.add_argument("--model", default="/tmp/sd15arch",
+                        help="Base model folder or Hub id (an SD 1.5-architecture folder with "
+                             "random weights is built at the default path when missing).")
     parser.add_argument("--photos", type=Path, default=find_datasets() / "dog")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--steps", type=int, default=default_of(TrainConfig, "steps"))
@@ -69,18 +71,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--precision", default="auto", help="Mixed precision of the runs.")
     parser.add_argument("--output", type=Path, default=Path("bench-prior.json"))
     args = parser.parse_args(argv)
+    default_steps = default_of(TrainConfig, "steps")
 
+    if args.model == parser.get_default("model") and not Path(args.model).is_dir():
+        from .sd15 import save_sd15_architecture
+        save_sd15_architecture(Path(args.model))
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-prior-") as tmp:
         for n in [0, *args.class_images]:
             runs.append(run_once(args.model, args.photos, Path(tmp), args.steps,
                                  args.resolution, args.precision, n, args.class_image_steps))
             r = runs[-1]
+            # What a run of the trainer's default length costs, from this run's own rates.
+            r["projected_total_s_at_default_steps"] = round(
+                r["class_image_s"] + default_steps / r["steps_per_second"], 1)
             print(f"{r['method']:>16} {r['class_images']:>4} class images: "
                   f"drawing {r['class_image_s']:8.1f} s  training {r['training_s']:8.1f} s  "
                   f"total {r['total_s']:8.1f} s  ({r['steps_per_second']:.3f} steps/s)")
     report = {"model": args.model, "resolution": args.resolution, "steps": args.steps,
-              "precision": args.precision, "machine": platform.processor() or platform.machine(),
+              "precision": args.precision,
+              "default_steps": default_steps, "machine": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(), "runs": runs}
     args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"written: {args.output}")

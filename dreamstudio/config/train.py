@@ -147,6 +147,11 @@ class TrainConfig:
                           f"{', '.join(ARCHITECTURES)} or a diffusers folder with its configs "
                           "(default: read from the checkpoint)."},
     )
+    vae: str | None = field(
+        default=None,
+        metadata={"help": "A VAE to use instead of the model's own (folder, Hub id or file), "
+                          "e.g. an fp16-safe SDXL VAE; default: the model's."},
+    )
     device: str | None = field(
         default=None, metadata={"help": "Force a device ('cpu', 'cuda', 'mps')."}
     )

@@ -69,22 +69,52 @@ def _check_checkpoint_file(path: Path) -> None:
         ) from exc
 
 
+def load_vae(vae: str, device: torch.device, dtype: torch.dtype):
+    """A VAE the user names (`--vae`): a diffusers VAE folder, a Hub id, or one file."""
+    from diffusers import AutoencoderKL
+
+    kind = describe_source(vae)
+    path = Path(vae).expanduser()
+    try:
+        if kind == "file":
+            return AutoencoderKL.from_single_file(str(path), dtype=dtype).to(device)
+        if kind in ("folder", "hub"):
+            source = str(path) if kind == "folder" else vae
+            return AutoencoderKL.from_pretrained(source, dtype=dtype).to(device)
+    except Exception as exc:  # diffusers/hf raise many types; the user needs one message
+        hint = _network_hint(exc) if kind == "hub" else None
+        raise ModelLoadError(f"Could not load the VAE '{vae}': "
+                             + (hint or f"{type(exc).__name__}: {exc}")) from exc
+    raise ModelLoadError(f"VAE '{vae}' not found: it is not an existing folder or file, nor a "
+                         "Hugging Face Hub id of the form owner/name.")
+
+
 def load_pipeline(
     model: str,
     device: torch.device,
     dtype: torch.dtype = torch.float32,
     config_dir: str | None = None,
+    vae: str | None = None,
 ):
-    """Load a StableDiffusionPipeline (SD 1.x or 2.x) onto `device` in `dtype`.
+    """Load the text-to-image pipeline of `model` (SD 1.x, 2.x or SDXL) onto `device` in
+    `dtype`.
 
     `config_dir` is only used for single-file checkpoints: a diffusers folder (or Hub id)
     whose configs describe the checkpoint's architecture, or the name of a shipped one
     (ARCHITECTURES); without it the shipped one the checkpoint's tensors say is used.
+    `vae` replaces the model's own VAE (e.g. an fp16-safe SDXL VAE).
     """
-    from diffusers import StableDiffusionPipeline
+    from .families import is_sdxl, pipeline_class, source_family
 
     kind = describe_source(model)
     path = Path(model).expanduser()
+    family = source_family(model, config_dir) if kind != "missing" else None
+    StableDiffusionPipeline = pipeline_class(family)
+    # SDXL has no safety checker; its invisible watermark is off, as for SD 1.x's checker.
+    extra = ({"add_watermarker": False} if is_sdxl(family) else
+             {"safety_checker": None, "requires_safety_checker": False})
+    if vae is not None:
+        extra["vae"] = load_vae(vae, device, dtype)
     try:
         if kind == "folder":
             if not (path / "model_index.json").is_file():
@@ -94,8 +124,7 @@ def load_pipeline(
                     "unet/, vae/ and text_encoder/, or to a single .safetensors checkpoint."
                 )
             pipe = StableDiffusionPipeline.from_pretrained(
-                str(path), dtype=dtype, safety_checker=None, requires_safety_checker=False
-            )
+                str(path), dtype=dtype, **extra)
         elif kind == "file":
             if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
                 raise ModelLoadError(
@@ -104,12 +133,11 @@ def load_pipeline(
             _check_checkpoint_file(path)
             config, components = single_file_sources(path, config_dir)
             pipe = StableDiffusionPipeline.from_single_file(
-                str(path), dtype=dtype, safety_checker=None, config=config, **components
-            )
+                str(path), dtype=dtype, config=config, **components,
+                **{k: v for k, v in extra.items() if k != "requires_safety_checker"})
         elif kind == "hub":
             pipe = StableDiffusionPipeline.from_pretrained(
-                model, dtype=dtype, safety_checker=None, requires_safety_checker=False
-            )
+                model, dtype=dtype, **extra)
         else:
             raise ModelLoadError(
                 f"Base model '{model}' not found: it is not an existing folder, not an existing "
@@ -133,6 +161,8 @@ def load_pipeline(
             + (hint or f"{type(exc).__name__}: {detail}")
         ) from exc
     pipe.set_progress_bar_config(disable=True)
+    # SDXL's own VAE overflows to NaN in fp16: its config's force_upcast makes the pipeline
+    # decode in fp32 (bf16 has fp32's range and is safe); an fp16-safe `vae` turns that off.
     return pipe.to(device)
 
 

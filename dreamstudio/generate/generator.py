@@ -55,8 +55,9 @@ class Generator:
     """Owns one cached pipeline for one base model; thread-safe."""
 
     def __init__(self, model: str, device: str | None = None, dtype: torch.dtype | None = None,
-                 model_config_dir: str | None = None):
+                 model_config_dir: str | None = None, vae: str | None = None):
         self.model = model
+        self.vae = vae  # a VAE that replaces the model's own (e.g. fp16-safe for SDXL)
         self.device = pick_device(device)
         self._auto_dtype = dtype or inference_dtype(self.device)  # what 'auto' resolves to
         self.dtype = self._auto_dtype
@@ -77,7 +78,8 @@ class Generator:
     @property
     def pipeline(self):
         if self._pipe is None:
-            self._pipe = load_pipeline(self.model, self.device, self.dtype, self.model_config_dir)
+            self._pipe = load_pipeline(self.model, self.device, self.dtype, self.model_config_dir,
+                                       self.vae)
             if self.device.type in CHANNELS_LAST_DEVICES:
                 # oneDNN's and cuDNN's convolutions run faster on NHWC: -10% UNet time,
                 # -11% VAE decode in bf16 on a 2-core CPU (bench/generation.py).

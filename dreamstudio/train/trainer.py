@@ -101,7 +101,8 @@ def train(
                  precision, device)
         progress(TrainProgress("loading", total_steps=config.steps, message="Loading base model"))
         instance = load_images(config.instance_dir, config.resolution, "instance")
-        pipe = load_pipeline(config.model, device, torch.float32, config.model_config_dir)
+        pipe = load_pipeline(config.model, device, torch.float32, config.model_config_dir,
+                             config.vae)
         # Refused before the class images, which can take longer than the training itself.
         prediction_type(pipe.scheduler, config.model)
         # The config could only guess the identifier; the tokenizer knows the rare token.
