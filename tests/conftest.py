@@ -48,6 +48,15 @@ def tiny_vpred_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sdxl_model(tmp_path_factory) -> Path:
+    """Folder of a seeded tiny StableDiffusionXLPipeline: two text encoders (the second with
+    a projection), a UNet with text-time conditioning, 64 px images."""
+    from dreamstudio.core.tiny_model import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sdxl", family="sdxl")
+
+
+@pytest.fixture(scope="session")
 def dog_photos() -> list[Path]:
     photos = sorted((DATASETS / "dog").glob("*.jpg"))
     if not photos:
