@@ -24,12 +24,18 @@ BASE = {"steps": 6, "resolution": 64, "mixed_precision": "no", "export_kohya": F
         "class_image_batch_size": 2, "device": "cpu"}
 COSINE = {**BASE, "lr_scheduler": "cosine", "class_prompt": None,
           "checkpoint_every": 0, "validation_every": 0}
+# Issue 13's methods whose steps differ on several processes: prior prediction (the class
+# prompt rides in the instance batch) and pivotal tuning (the new rows in the text encoder).
+METHODS = {**COSINE, "steps": 3, "class_prompt": "a photo of dog", "prior_mode": "prediction",
+           "pivotal": True, "min_snr_gamma": 5.0, "lr_scheduler": "constant",
+           "lr_warmup_steps": 0}
 # run name: (settings, step after which the run is cancelled, resumed from a checkpoint)
 RUNS = {
     "straight": (BASE, None, False),
     "interrupted": (BASE, 3, False),
     "resumed": (BASE, None, True),
     "cosine": (COSINE, None, False),
+    "methods": (METHODS, None, False),
 }
 
 
@@ -40,7 +46,8 @@ def config_of(model: Path, photos: Path, out: Path, run: str, resume: bool = Fal
     settings = RUNS[run][0]
     # The interrupted run and its resume share one folder, as a resumed run does.
     folder = out / (folder or ("interrupted" if run == "resumed" else run))
-    extra = {"class_dir": out / "class_images"} if settings["class_prompt"] else {}
+    extra = ({"class_dir": out / "class_images"}
+             if settings["class_prompt"] and settings.get("prior_mode") != "prediction" else {})
     return TrainConfig(model=str(model), instance_dir=photos, instance_prompt=PROMPT,
                        output_dir=folder, resume=resume, **settings, **extra)
 
@@ -82,7 +89,12 @@ def record_run(config, cancel_at: int | None = None) -> tuple[dict, dict]:
               "validation_images": session.validation_images,
               "class_image_events": seen["class_image_events"],
               "process_index": accelerator.process_index,
-              "num_processes": accelerator.num_processes}
+              "num_processes": accelerator.num_processes,
+              "prior_losses": list(session.prior_losses)}
+    if session.pivotal is not None:
+        from dreamstudio.train.pivotal import trained_rows
+
+        weights = {**weights, "pivotal_rows": trained_rows(session.pivotal)}
     return record, {k: v.detach().cpu().contiguous() for k, v in weights.items()}
 
 

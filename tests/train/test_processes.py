@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from dreamstudio.config import TrainConfig, default_of
-from tests.support.ddp_train import BASE, COSINE, config_of, record_run
+from tests.support.ddp_train import BASE, COSINE, METHODS, config_of, record_run
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_TIMEOUT_S = 300
@@ -142,3 +142,17 @@ def test_a_run_resumed_on_two_processes_ends_as_an_uninterrupted_one(launched):
     for a, b in zip(_weights(launched, "straight"), _weights(launched, "resumed"), strict=True):
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_prior_prediction_and_pivotal_tuning_train_as_one_group(launched):
+    """Each process's prior loss is its own, but the LoRA and the new token's rows get the
+    averaged update: both processes end with the same weights."""
+    rank0, rank1 = _ranks(launched, "methods")
+    assert rank0["status"] == rank1["status"] == "completed"
+    assert len(rank0["prior_losses"]) == len(rank1["prior_losses"]) == METHODS["steps"]
+    assert rank0["prior_losses"] != rank1["prior_losses"]
+    assert not list((launched / "methods").glob("class_images*"))
+    w0, w1 = _weights(launched, "methods")
+    assert "pivotal_rows" in w0 and any(k.startswith("text_encoder.") for k in w0)
+    for key in w0:
+        assert torch.equal(w0[key], w1[key]), key
