@@ -4,6 +4,10 @@ from __future__ import annotations
 
 # The adapter's name inside the pipeline, for set_adapters / scales.
 ADAPTER_NAME = "subject"
+# The pipeline components a LoRA adapts, as diffusers names them (and its files' keys start);
+# text_encoder_2 is SDXL's second (OpenCLIP bigG) text encoder.
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 # Attention projections, as in the diffusers DreamBooth LoRA scripts.
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -40,15 +44,18 @@ def adapter_settings(rank: int, alpha: int | None, use_dora: bool,
             "target_modules": list(targets), "rank_pattern": {}, "alpha_pattern": {}}
 
 
-def peft_weights(unet, text_encoder=None) -> dict:
-    """LoRA weights keyed `unet.<module path>.lora_A.weight` (and `text_encoder.` ones),
-    the module paths being the models' own; used for checkpoints and kohya export."""
+def peft_weights(unet, text_encoder=None, text_encoder_2=None) -> dict:
+    """LoRA weights keyed `unet.<module path>.lora_A.weight` (and `text_encoder.` ones, and
+    on SDXL `text_encoder_2.` ones), the module paths being the models' own; used for
+    checkpoints and kohya export."""
     from peft.utils import get_peft_model_state_dict
 
     weights = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()}
-    if text_encoder is not None:
+    for component, model in zip(TEXT_ENCODERS, (text_encoder, text_encoder_2)):
+        if model is None:
+            continue
         # peft would add a resized token embedding (pivotal tuning) as LoRA weights; the
         # LoRA targets none, and the new rows are saved as an embedding of their own.
-        weights |= {f"text_encoder.{k}": v for k, v in get_peft_model_state_dict(
-            text_encoder, save_embedding_layers=False).items()}
+        weights |= {f"{component}.{k}": v for k, v in get_peft_model_state_dict(
+            model, save_embedding_layers=False).items()}
     return weights

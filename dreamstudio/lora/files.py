@@ -1,10 +1,12 @@
 """A trained LoRA on disk: its weights file, its record of how it was trained, and reading both.
 
 The weights file is the diffusers LoRA format (`pytorch_lora_weights.safetensors` with
-`unet.` and `text_encoder.text_model.` keys), so `pipeline.load_lora_weights(folder)` loads
-it on transformers 4 and 5 stacks alike. Files written before the text encoder's keys got
-their `text_model.` level (`text_encoder.encoder...`) still load with our pinned stack, and
-`read_lora_weights` reads both.
+`unet.` and `text_encoder.text_model.` keys, and on SDXL `text_encoder_2.text_model.` ones),
+so `pipeline.load_lora_weights(folder)` loads it on transformers 4 and 5 stacks alike.
+Files written before the text encoder's keys got their `text_model.` level
+(`text_encoder.encoder...`) still load with our pinned stack, and `read_lora_weights` reads
+both. The record's "family" (written by the trainer) names the base model family the LoRA
+was trained on; a record without one is of SD 1.x / 2.x, from before SDXL.
 """
 
 from __future__ import annotations
@@ -13,15 +15,23 @@ import json
 import re
 from pathlib import Path
 
+from ..core.families import SD1, SDXL, is_sdxl, pipeline_class
 from ..core.files import atomic_path, atomic_write_json
-from .adapters import TEXT_ENCODER_TARGETS, UNET_TARGETS, adapter_settings, classic_clip_path
+from .adapters import (
+    COMPONENTS,
+    TEXT_ENCODER_TARGETS,
+    TEXT_ENCODERS,
+    UNET_TARGETS,
+    adapter_settings,
+    classic_clip_path,
+)
 
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 CONFIG_NAME = "dreamstudio_lora.json"
 # A key of the weights file: diffusers' `<path>.lora.down.weight` (UNet),
 # `<path>.lora_linear_layer.down.weight` (text encoder), or peft's `<path>.lora_A.weight`;
 # a DoRA's `<path>.lora_magnitude_vector` (`.weight` on text-encoder keys).
-_FILE_KEY = re.compile(r"^(unet|text_encoder)\.(.+?)\.(?:"
+_FILE_KEY = re.compile(r"^(unet|text_encoder_2|text_encoder)\.(.+?)\.(?:"
                        r"(?:(?:lora|lora_linear_layer)\.(down|up)|(lora_A|lora_B))\.weight"
                        r"|(lora_magnitude_vector)(?:\.weight)?)$")
 _PEFT_NAME = {"down": "lora_A.weight", "up": "lora_B.weight"}
@@ -33,24 +43,33 @@ def lora_alpha(config: dict) -> int:
     return config.get("lora_alpha") or config.get("rank") or 4
 
 
-def lora_state_dicts(weights: dict) -> tuple[dict, dict | None]:
-    """Diffusers-format LoRA state dicts (UNet, text encoder) from `peft_weights` output."""
+def lora_state_dicts(weights: dict) -> tuple[dict | None, dict | None, dict | None]:
+    """Diffusers-format LoRA state dicts (UNet, text encoder, text encoder 2) from
+    `peft_weights` output; a component without weights (text encoder 2 off SDXL) is None."""
     from diffusers.utils import convert_state_dict_to_diffusers
 
-    parts = {}
-    for prefix in ("unet.", "text_encoder."):
+    parts = []
+    for component in COMPONENTS:
+        prefix = component + "."
         part = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-        if prefix == "text_encoder.":
+        if component in TEXT_ENCODERS:
             # diffusers 0.35 with transformers 4 cannot place `encoder.layers...` keys (it
             # fails with an IndexError), and ComfyUI ignores them: write the classic path.
             part = {classic_clip_path(k): v for k, v in part.items()}
         part = convert_state_dict_to_diffusers(part) if part else None
-        if part and prefix == "text_encoder.":
+        if part and component in TEXT_ENCODERS:
             # diffusers 0.42 hands text-encoder keys to transformers' load_adapter, which
             # finds a DoRA magnitude only under `...lora_magnitude_vector.weight`.
             part = {(k + ".weight" if k.endswith(MAGNITUDE) else k): v for k, v in part.items()}
-        parts[prefix] = part
-    return parts["unet."], parts["text_encoder."]
+        parts.append(part)
+    unet, text_encoder, text_encoder_2 = parts
+    return unet, text_encoder, text_encoder_2
+
+
+def weights_family(weights: dict) -> str | None:
+    """SDXL when LoRA weights (`peft_weights` or file keys) adapt a second text encoder;
+    None when the keys cannot tell (a UNet-only LoRA of any family)."""
+    return SDXL if any(k.startswith("text_encoder_2.") for k in weights) else None
 
 
 def read_lora_weights(lora_dir: Path) -> dict:
@@ -70,38 +89,43 @@ def read_lora_weights(lora_dir: Path) -> dict:
     return weights
 
 
-def save_lora(output_dir: Path, unet_layers: dict, te_layers: dict | None, info: dict) -> Path:
+def save_lora(output_dir: Path, unet_layers: dict | None, te_layers: dict | None,
+              te2_layers: dict | None, info: dict) -> Path:
     """Write the LoRA weights and `info` into `output_dir`, each file atomically.
 
-    A crash or a cancel mid-write leaves any earlier LoRA untouched. The file's header
-    records the adapter's rank, alpha and DoRA (from `info["config"]`), from which diffusers
-    rebuilds it: the same output as the trained model whatever the alpha.
+    `te2_layers` are SDXL's second text encoder's (None on SD 1.x / 2.x); an SDXL LoRA
+    (info's "family", or layers for text encoder 2) is written by the SDXL pipeline's
+    writer. A crash or a cancel mid-write leaves any earlier LoRA untouched. The file's
+    header records the adapter's rank, alpha and DoRA (from `info["config"]`) per component,
+    from which diffusers rebuilds it: the same output as the trained model whatever the alpha.
     """
-    from diffusers import StableDiffusionPipeline
-
+    sdxl = is_sdxl(info.get("family")) or bool(te2_layers)
     cfg = info.get("config") or {}
     rank = cfg.get("rank") or next(
         (v.shape[0] for k, v in (unet_layers or {}).items() if k.endswith(".down.weight")), 4)
     settings = {"rank": rank, "alpha": cfg.get("lora_alpha") or rank,
                 "use_dora": any(MAGNITUDE in k for k in unet_layers or {})}
+    # The text encoders' adapted layers by name, since their paths differ between
+    # transformers 4 and 5; the UNet's by path, as diffusers finds them without a header.
+    te_settings = adapter_settings(targets=TEXT_ENCODER_TARGETS, **settings)
+    layers = {
+        "unet_lora_layers": unet_layers,
+        "text_encoder_lora_layers": te_layers,
+        "unet_lora_adapter_metadata": adapter_settings(
+            targets=sorted({k.split(".lora")[0] for k in unet_layers or {}}) or UNET_TARGETS,
+            **settings),
+        "text_encoder_lora_adapter_metadata": te_settings if te_layers else None,
+    }
+    if sdxl:
+        layers |= {"text_encoder_2_lora_layers": te2_layers,
+                   "text_encoder_2_lora_adapter_metadata": te_settings if te2_layers else None}
 
     target = Path(output_dir) / WEIGHTS_NAME
     with atomic_path(target) as tmp:
         # diffusers writes the file (its key layout and header); the name is ours.
-        StableDiffusionPipeline.save_lora_weights(
-            save_directory=tmp.parent,
-            unet_lora_layers=unet_layers,
-            text_encoder_lora_layers=te_layers,
-            weight_name=tmp.name,
-            safe_serialization=True,
-            # The UNet's adapted layers by path, as diffusers finds them without a header;
-            # the text encoder's by name, since its paths differ between transformers 4 and 5.
-            unet_lora_adapter_metadata=adapter_settings(
-                targets=sorted({k.split(".lora")[0] for k in unet_layers or {}}) or UNET_TARGETS,
-                **settings),
-            text_encoder_lora_adapter_metadata=adapter_settings(
-                targets=TEXT_ENCODER_TARGETS, **settings) if te_layers else None,
-        )
+        pipeline_class(SDXL if sdxl else SD1).save_lora_weights(
+            save_directory=tmp.parent, weight_name=tmp.name, safe_serialization=True,
+            **layers)
     atomic_write_json(Path(output_dir) / CONFIG_NAME, info)
     return target
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.families import source_family
 from ..core.files import file_digest
-from ..errors import InputError
+from ..errors import InputError, ModelLoadError
 from ..lora.embeddings import save_embedding
 from ..lora.files import (
     is_lora_dir,
@@ -20,6 +21,7 @@ from ..lora.files import (
     lora_weights_path,
     read_lora_info,
     save_lora,
+    weights_family,
 )
 from ..lora.kohya import export_kohya, kohya_path
 from ..train.checkpoints import PIVOTAL_KEY, WEIGHTS_FILE, Checkpoint, list_checkpoints, load_state
@@ -79,6 +81,19 @@ def choose_candidates(run_dir: Path, names: list[str] | None) -> list[Candidate]
     return [c for c in found if c.name in names]
 
 
+def checkpoint_family(weights: dict, settings: dict) -> str | None:
+    """The base model family of a checkpoint's LoRA without its run's record: SDXL when it
+    adapts text encoder 2, else that of the run's base model, read from its folder, file or
+    id (SD 1.x for one that is gone; None for one that cannot be read: SD 1.x's layout)."""
+    family = weights_family(weights) or settings.get("family")
+    if family is None and settings.get("model"):
+        try:
+            family = source_family(settings["model"], settings.get("model_config_dir"))
+        except (OSError, ValueError, ModelLoadError):
+            return None
+    return family
+
+
 def export_checkpoint(candidate: Candidate, target: Path, run_dir: Path,
                       kohya: bool = False) -> Path:
     """Write the checkpoint `candidate` as a LoRA folder `target` (weights first, each file
@@ -97,6 +112,9 @@ def export_checkpoint(candidate: Candidate, target: Path, run_dir: Path,
             "steps_done": candidate.step, "from_checkpoint": candidate.name,
             "checkpoint_digest": candidate.digest,
             "subject_name": settings.get("subject_name") or Path(run_dir).name}
+    # The family decides the files' layout (SDXL: text encoder 2, lora_te1_/lora_te2_);
+    # a run cancelled before its final LoRA has no record of it.
+    info["family"] = info.get("family") or checkpoint_family(weights, settings)
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     rows = weights.pop(PIVOTAL_KEY, None)

@@ -80,7 +80,7 @@ def test_every_file_a_user_opens_elsewhere_is_readable_by_others(tmp_path, umask
 
     layer = {"down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.zeros(4, 8),
              "down_blocks.0.attentions.0.proj_in.lora_B.weight": torch.zeros(8, 4)}
-    lora = save_lora(tmp_path / "run", layer, None, {"config": {"rank": 4}})
+    lora = save_lora(tmp_path / "run", layer, None, None, {"config": {"rank": 4}})
     kohya = export_kohya({f"unet.{k}": v for k, v in layer.items()}, 4,
                          tmp_path / "run" / "dog.safetensors", {"config": {"rank": 4}})
     manifest = write_manifest(PrepareReport([], PrepareConfig()), tmp_path / "photos")
