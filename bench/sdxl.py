@@ -210,7 +210,7 @@ def run_benchmark(s: Settings, sides: list[str], rounds: int, script: Path | Non
 def format_report(r: dict) -> str:
     st = r["settings"]
     head = (f"SDXL LoRA training at {st['resolution']} px, batch 1, rank {st['rank']}, "
-            f"{st['precision']}, {st['steps']} timed steps after {st['warmup']} warm-up, "
+            f"{st['precision']}, {st['steps']} timed step(s) after {st['warmup']} warm-up, "
             f"{st['rounds']} round(s):")
     lines = [head]
     for side in SIDES:
