@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import GenerateConfig, PrepareConfig, TrainConfig, check_not_a_file, default_of
+from .config.families import family_name, family_of, generate_defaults, train_defaults
 from .data.manifest import MANIFEST_NAME
 from .errors import DreamStudioError
 from .evaluate.config import EvalConfig
@@ -60,6 +61,22 @@ class Flag:
     flag: str | None = None  # default: --the-field-name
     type: Callable[[str], object] | None = None  # default: the field's annotated type
     help: str | None = None  # only for wording the field lacks: that of a "--no-" flag
+
+
+class _Store(argparse.Action):
+    """argparse's plain store, remembering that the option was given: a family's defaults
+    (config/families.py) fill only the options the user left out."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = getattr(namespace, "given", frozenset()) | {self.dest}
+
+
+def family_filled(args: argparse.Namespace, defaults: dict) -> argparse.Namespace:
+    """`args` with each of a family's `defaults` in place of an option not given."""
+    given = getattr(args, "given", frozenset())
+    return argparse.Namespace(**{**vars(args), **{k: v for k, v in defaults.items()
+                                                  if k not in given and hasattr(args, k)}})
 
 
 def _value_type(hint) -> type:
@@ -107,7 +124,7 @@ def add_field_options(parser: argparse.ArgumentParser, config_cls: type,
         choices = f.metadata.get("choices")
         metavar = None if choices else flag.lstrip("-").replace("-", "_").upper()
         parser.add_argument(
-            flag, dest=f.name, type=spec.type or (None if kind is str else kind),
+            flag, dest=f.name, action=_Store, type=spec.type or (None if kind is str else kind),
             choices=choices, default=default, required=not has_default, metavar=metavar,
             help=text,
         )
@@ -124,7 +141,7 @@ def config_from(args: argparse.Namespace, config_cls: type, **extra):
 PREPARE_OPTIONS = ("mode", "size", "face_margin",
                    Flag("hold_out", "--no-hold-out",
                         help="Keep no photos for scoring only: train on all of them."))
-MODEL_OPTIONS = ("model", Flag("model_config_dir", "--model-config"))  # TrainConfig fields
+MODEL_OPTIONS = ("model", Flag("model_config_dir", "--model-config"), "vae")  # TrainConfig
 TRAIN_OPTIONS = (
     *MODEL_OPTIONS, "instance_dir", "instance_prompt", Flag("output_dir", "--output"),
     "class_dir", "class_prompt", Flag("num_class_images", type=_positive_int),
@@ -257,13 +274,29 @@ def prepare_command(args) -> int:
     return 0 if report.kept else 1
 
 
+def train_config(args) -> tuple[str, TrainConfig]:
+    """The base model's family and the run's config: the options given, the family's
+    defaults (config/families.py) for those left out, TrainConfig's for the rest."""
+    family = family_of(args.model, args.model_config_dir)
+    return family, config_from(family_filled(args, train_defaults(family)), TrainConfig)
+
+
+def generate_config(args) -> GenerateConfig:
+    """What to draw: the options given, the base model family's defaults for the rest."""
+    family = family_of(args.model, args.model_config_dir)
+    return config_from(family_filled(args, generate_defaults(family)), GenerateConfig)
+
+
 def train_command(args) -> int:
     import torch
 
     from .train.trainer import TrainProgress, train
 
-    config = config_from(args, TrainConfig)
+    family, config = train_config(args)
     every = max(1, config.steps // 20)
+    print(f"Base model: {config.model} ({family_name(family)}), {config.resolution} px, "
+          f"UNet LR {config.learning_rate:g}, text-encoder LR {config.text_encoder_lr:g}, "
+          f"{config.steps} steps", flush=True)
 
     def report(p: TrainProgress):
         if p.phase == "training" and (p.step % every and p.step != p.total_steps):
@@ -292,10 +325,10 @@ def train_command(args) -> int:
 def generate_command(args) -> int:
     from .generate.generator import Generator
 
-    config = config_from(args, GenerateConfig)
+    config = generate_config(args)
     check_not_a_file(args.output, "Output folder", "--output")
     generator = Generator(args.model, device=args.device,
-                          model_config_dir=args.model_config_dir)
+                          model_config_dir=args.model_config_dir, vae=args.vae)
     if args.grid_x or args.grid_y:
         from .generate.grid import GridAxis, GridConfig, run_grid
 
@@ -319,14 +352,15 @@ def evaluate_command(args) -> int:
 
     config = config_from(args, EvalConfig)
     check_not_a_file(args.output, "Output folder", "--output")
-    model, model_config = args.model, args.model_config_dir
+    model, model_config, vae = args.model, args.model_config_dir, args.vae
     if model is None:
         trained = read_lora_info(config.lora_dir).get("config") or {}
         model = trained.get("model") or DEFAULT_MODEL
         model_config = model_config or trained.get("model_config_dir")
+        vae = vae or trained.get("vae")
     print(f"Evaluating {config.lora_dir} on {model}: identifier '{config.identifier}', "
           f"class '{config.class_noun}', {config.kind} prompts", flush=True)
-    generator = Generator(model, device=args.device, model_config_dir=model_config)
+    generator = Generator(model, device=args.device, model_config_dir=model_config, vae=vae)
 
     shown = []
 
@@ -365,7 +399,7 @@ def tune_command(args) -> int:
     model = args.model or trained.get("model") or DEFAULT_MODEL
     generator = Generator(model, device=args.device,
                           model_config_dir=args.model_config_dir or trained.get(
-                              "model_config_dir"))
+                              "model_config_dir"), vae=args.vae or trained.get("vae"))
     print(f"Sweeping run {config.run_dir} on {model}: identifier '{config.identifier}', "
           f"class '{config.class_noun}'", flush=True)
     plan, cells = plan_sweep(config, output, model)

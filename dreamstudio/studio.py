@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from .config import GenerateConfig, PrepareConfig, TrainConfig
+from .config.families import family_name, family_of, generate_defaults, train_defaults
 from .core.devices import pick_device
 from .core.models import DEFAULT_MODEL, describe_source
 from .core.stop_flags import StopFlags
@@ -51,7 +52,7 @@ from .train.identifiers import (
     parse_template_prompt,
 )
 from .train.jobs import JobStatus, TrainingJobs
-from .train.presets import PRESETS
+from .train.presets import PRESETS, Preset, presets_for
 from .train.resume import check_resumable
 from .train.scoring import BEST_RULE, best_point
 from .tune.candidates import Candidate
@@ -76,7 +77,7 @@ from .workspace.runs import (
 class Studio(ScoringFacade):
     def __init__(self, workspace: Path, model: str = DEFAULT_MODEL, device: str | None = None,
                  model_config_dir: str | None = None, scorer_models: dict | None = None,
-                 preview_decoder: Path | None = None):
+                 preview_decoder: Path | None = None, vae: str | None = None):
         if device:
             pick_device(device)  # a device that is not there is refused now, not on first use
         if preview_decoder is not None:
@@ -87,6 +88,9 @@ class Studio(ScoringFacade):
         self.model = model
         self.device = device
         self.model_config_dir = model_config_dir
+        self.vae = vae  # replaces the model's own VAE in training and generation (--vae)
+        # SD 1.x, SD 2.x or SDXL: names the model in the UI, picks its defaults and presets.
+        self.family = family_of(model, model_config_dir)
         self.jobs = TrainingJobs()
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
@@ -204,7 +208,7 @@ class Studio(ScoringFacade):
                    if k in ("dino_model", "clip_model")}
         return training_config_for(self.workspace, subject, instance_prompt, run_name,
                                    class_prompt, resume, model=self.model, device=self.device,
-                                   model_config_dir=self.model_config_dir,
+                                   model_config_dir=self.model_config_dir, vae=self.vae,
                                    **{**scorers, **settings})
 
     def check_resume(self, config: TrainConfig) -> None:
@@ -228,6 +232,24 @@ class Studio(ScoringFacade):
 
     def run_info(self, subject: str, run_name: str) -> RunInfo:
         return describe_run(self.workspace.run_dir(subject, run_name), self._training_run())
+
+    @property
+    def family_name(self) -> str:
+        """'SDXL', 'SD 1.x', 'SD 2.x': the base model's family as the UI names it."""
+        return family_name(self.family)
+
+    @property
+    def presets(self) -> dict[str, Preset]:
+        """The Train tab's presets for the base model's family."""
+        return presets_for(self.family)
+
+    def train_defaults(self) -> dict:
+        """TrainConfig fields whose default the base model's family replaces."""
+        return train_defaults(self.family)
+
+    def generate_defaults(self) -> dict:
+        """GenerateConfig fields whose default the base model's family replaces."""
+        return generate_defaults(self.family)
 
     # ---- Identifier and class images ------------------------------------------------------
     def check_identifier(self, identifier: str, class_noun: str) -> IdentifierCheck:
@@ -272,7 +294,8 @@ class Studio(ScoringFacade):
         with self._generator_lock:
             if self._generator is None:
                 self._generator = Generator(self.model, device=self.device,
-                                            model_config_dir=self.model_config_dir)
+                                            model_config_dir=self.model_config_dir,
+                                            vae=self.vae)
             return self._generator
 
     def loras(self, subject: str | None = None) -> list[LoraEntry]:
@@ -345,7 +368,8 @@ __all__ = [
     "PAPER_REFERENCE", "PRESETS", "SAMPLER_NAMES", "Candidate", "CellScore", "ClassImageSet",
     "EvalConfig", "EvalProgress", "EvalReport", "GridAxis", "GridConfig", "GridProgress",
     "GridResult", "HistoryItem", "IdentifierCheck", "JobStatus", "LoraEntry", "LoraFacts",
-    "PhotoResult", "PrepareConfig", "PrepareReport", "Recommendation", "RunInfo", "StepClock",
+    "PhotoResult", "PrepareConfig", "PrepareReport", "Preset", "Recommendation", "RunInfo",
+    "StepClock",
     "Studio", "SweepPlan", "SweepResult", "TuneConfig", "TuneProgress", "a1111_parameters",
     "best_point", "class_noun_of", "compared_with_sentence", "compose_prompts", "describe_source",
     "draw_scatter", "parse_template_prompt", "recommend", "rule_text", "run_log_path",

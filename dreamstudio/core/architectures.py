@@ -19,12 +19,21 @@ ARCHITECTURES = {
     "sd1": "SD 1.x (512 px, epsilon)",
     "sd2-v": "SD 2.x 768 px (v-prediction)",
     "sd2-base": "SD 2.x 512 px base (epsilon)",
+    "sdxl": "SDXL base 1.0 (1024 px, epsilon)",
 }
 # The UNet's cross-attention width is the text encoder's: 768 for CLIP ViT-L (SD 1.x),
 # 1024 for OpenCLIP ViT-H (SD 2.x).
 _CROSS_ATTENTION = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
 _CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
 _GENERATION = {768: "sd1", 1024: "sd2"}
+# SDXL's conditioner holds its two text encoders (0: CLIP ViT-L, 1: OpenCLIP ViT-bigG); the
+# refiner has only the second, as embedder 0. Its UNet's first level has no attention, and
+# cross-attention reads both encoders' outputs side by side: 768 + 1280 = 2048 wide.
+_SDXL_EMBEDDERS = "conditioner.embedders."
+_SDXL_SECOND_ENCODER = "conditioner.embedders.1."
+_SDXL_CROSS_ATTENTION = (
+    "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight")
+_SDXL_WIDTH = 2048
 _V_PARAMETERIZATION = re.compile(r"^\s*parameterization:\s*[\"']?v[\"']?\s*$", re.MULTILINE)
 
 
@@ -72,21 +81,42 @@ def _sd2_variant(path: Path) -> str:
     return "sd2-base" if words & {"512", "base"} else "sd2-v"
 
 
-def _generation(path: Path, shapes: dict[str, tuple[int, ...]]) -> str:
-    if any(k.startswith("conditioner.embedders.") for k in shapes):
-        raise ModelLoadError(
-            f"Checkpoint {path} is an SDXL model; only SD 1.x and 2.x base models are supported."
-        )
-    if _CROSS_ATTENTION not in shapes:
-        what = ("a LoRA, not a base model" if any("lora" in k.lower() for k in shapes)
-                else "not a Stable Diffusion 1.x or 2.x checkpoint (no UNet cross-attention)")
-        raise ModelLoadError(f"Checkpoint {path} is {what}. Pass an SD 1.x or 2.x base model.")
+def _in_channels(path: Path, shapes: dict[str, tuple[int, ...]], wanted: str) -> None:
     in_channels = shapes.get(_CONV_IN, (0, 4))[1]
     if in_channels != 4:
         raise ModelLoadError(
             f"Checkpoint {path} has a {in_channels}-channel UNet input (an inpainting or "
-            "image-conditioned model); pass a text-to-image SD 1.x or 2.x base model."
+            f"image-conditioned model); pass a text-to-image {wanted} base model."
         )
+
+
+def _sdxl(path: Path, shapes: dict[str, tuple[int, ...]]) -> str:
+    if not any(k.startswith(_SDXL_SECOND_ENCODER) for k in shapes):
+        raise ModelLoadError(
+            f"Checkpoint {path} is an SDXL refiner (one text encoder, for image-to-image "
+            "touch-ups), not a base model; pass SDXL base 1.0 or a model built on it."
+        )
+    _in_channels(path, shapes, "SDXL")
+    width = shapes.get(_SDXL_CROSS_ATTENTION, (0, _SDXL_WIDTH))[-1]
+    if width != _SDXL_WIDTH:
+        raise ModelLoadError(
+            f"Checkpoint {path} has SDXL's text encoders but a {width}-wide text "
+            f"conditioning, not SDXL's {_SDXL_WIDTH}. Pass --model-config with a diffusers "
+            "folder of its architecture."
+        )
+    return "sdxl"
+
+
+def _generation(path: Path, shapes: dict[str, tuple[int, ...]]) -> str:
+    if any(k.startswith(_SDXL_EMBEDDERS) for k in shapes):
+        return _sdxl(path, shapes)
+    if _CROSS_ATTENTION not in shapes:
+        what = ("a LoRA, not a base model" if any("lora" in k.lower() for k in shapes)
+                else "not a Stable Diffusion 1.x, 2.x or SDXL checkpoint (no UNet "
+                     "cross-attention)")
+        raise ModelLoadError(
+            f"Checkpoint {path} is {what}. Pass an SD 1.x, 2.x or SDXL base model.")
+    _in_channels(path, shapes, "SD 1.x, 2.x or SDXL")
     width = shapes[_CROSS_ATTENTION][-1]
     if width not in _GENERATION:
         raise ModelLoadError(
@@ -96,31 +126,52 @@ def _generation(path: Path, shapes: dict[str, tuple[int, ...]]) -> str:
     return _GENERATION[width]
 
 
+GENERATION_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+
+
 def detect_architecture(path: Path, choice: str | None = None) -> str:
     """The shipped architecture for the checkpoint at `path`: `choice` (one of ARCHITECTURES)
     if given and of the checkpoint's generation, else the one its tensors and name say."""
     generation = _generation(path, checkpoint_shapes(path))
     if choice is None:
-        return "sd1" if generation == "sd1" else _sd2_variant(path)
+        return generation if generation in ("sd1", "sdxl") else _sd2_variant(path)
     if not choice.startswith(generation):
         raise ModelLoadError(
-            f"Checkpoint {path} is {'SD 1.x' if generation == 'sd1' else 'SD 2.x'}, but "
-            f"--model-config {choice} describes {ARCHITECTURES[choice]}. Leave --model-config "
-            "out to pick the architecture from the checkpoint."
+            f"Checkpoint {path} is {GENERATION_NAMES[generation]}, but --model-config "
+            f"{choice} describes {ARCHITECTURES[choice]}. Leave --model-config out to pick "
+            "the architecture from the checkpoint."
         )
     return choice
 
 
-def shipped_tokenizer(architecture: str):
+def _shipped_folder(architecture: str) -> Path:
+    folder = config_folder(architecture)
+    if not (folder / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"The shipped configs of {ARCHITECTURES[architecture]} are missing from "
+            f"{folder} (a damaged install): reinstall DreamStudio, or pass --model-config "
+            "with a diffusers folder of the model's architecture."
+        )
+    return folder
+
+
+def shipped_tokenizer(architecture: str, subfolder: str = "tokenizer"):
+    """A shipped architecture's tokenizer (`subfolder` tokenizer_2: SDXL's second)."""
     settings = json.loads(
-        (config_folder(architecture) / "tokenizer" / "tokenizer_config.json").read_text()
+        (_shipped_folder(architecture) / subfolder / "tokenizer_config.json").read_text()
     )
     return clip_tokenizer(settings)
 
 
-def checkpoint_tokenizer(path: Path, choice: str | None = None):
-    """The tokenizer of the checkpoint at `path`, from the shipped configs."""
-    return shipped_tokenizer(detect_architecture(path, choice))
+def tokenizer_folders(architecture: str) -> tuple[str, ...]:
+    """The tokenizer subfolders of a shipped architecture: SDXL has one per text encoder."""
+    return ("tokenizer", "tokenizer_2") if architecture == "sdxl" else ("tokenizer",)
+
+
+def checkpoint_tokenizers(path: Path, choice: str | None = None) -> list:
+    """Every tokenizer of the checkpoint at `path` (two for SDXL), from the shipped configs."""
+    architecture = detect_architecture(path, choice)
+    return [shipped_tokenizer(architecture, sub) for sub in tokenizer_folders(architecture)]
 
 
 def single_file_sources(path: Path, config: str | None) -> tuple[str, dict]:
@@ -130,6 +181,8 @@ def single_file_sources(path: Path, config: str | None) -> tuple[str, dict]:
     if not uses_shipped_config(config):
         return config, {}
     architecture = detect_architecture(path, config)
-    # The shipped folders hold no vocabulary files: the tokenizer is built from the
+    # The shipped folders hold no vocabulary files: the tokenizers are built from the
     # shipped CLIP vocabulary instead of being written out.
-    return str(config_folder(architecture)), {"tokenizer": shipped_tokenizer(architecture)}
+    tokenizers = {sub: shipped_tokenizer(architecture, sub)
+                  for sub in tokenizer_folders(architecture)}
+    return str(_shipped_folder(architecture)), tokenizers

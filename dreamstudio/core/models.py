@@ -44,7 +44,7 @@ def _network_hint(exc: BaseException) -> str | None:
             "it is not in the local Hugging Face cache and there is no network access to "
             "the Hub (or HF_HUB_OFFLINE is set). Download it once with network access, or "
             "pass a local diffusers folder or a .safetensors file. (A single-file checkpoint "
-            "needs no --model-config for SD 1.x and 2.x: leave it out, or name one of "
+            "needs no --model-config for SD 1.x, 2.x and SDXL: leave it out, or name one of "
             f"{', '.join(ARCHITECTURES)}.)"
         )
     return None
@@ -108,6 +108,12 @@ def load_pipeline(
 
     kind = describe_source(model)
     path = Path(model).expanduser()
+    if kind == "file":  # said before its tensors are read for the family
+        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+            raise ModelLoadError(
+                f"Model file {path} is not a .safetensors or .ckpt checkpoint."
+            )
+        _check_checkpoint_file(path)
     family = source_family(model, config_dir) if kind != "missing" else None
     StableDiffusionPipeline = pipeline_class(family)
     # SDXL has no safety checker; its invisible watermark is off, as for SD 1.x's checker.
@@ -126,11 +132,6 @@ def load_pipeline(
             pipe = StableDiffusionPipeline.from_pretrained(
                 str(path), dtype=dtype, **extra)
         elif kind == "file":
-            if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-                raise ModelLoadError(
-                    f"Model file {path} is not a .safetensors or .ckpt checkpoint."
-                )
-            _check_checkpoint_file(path)
             config, components = single_file_sources(path, config_dir)
             pipe = StableDiffusionPipeline.from_single_file(
                 str(path), dtype=dtype, config=config, **components,
@@ -179,6 +180,6 @@ def prediction_type(scheduler, model: str | None = None) -> str:
         raise ModelLoadError(
             f"Base model '{model or 'this model'}' predicts '{kind}' (prediction_type in its "
             f"scheduler config), which DreamStudio cannot train: only {TRAINABLE_PREDICTIONS} "
-            "models (SD 1.x, SD 2.x) are supported. Pick another base model."
+            "models (SD 1.x, SD 2.x, SDXL) are supported. Pick another base model."
         )
     return kind

@@ -6,7 +6,8 @@ drags its meaning into every image, and a made-up word the tokenizer splits into
 pieces ("xqzv" -> "x", "qz", "v") is a mix of pieces that each mean something. For CLIP's
 byte-pair vocabulary a token's id is its merge rank, so high ids are the rare tokens.
 
-Only the tokenizer is loaded (a few MB, well under a second), never the model.
+Only the tokenizer is loaded (a few MB, well under a second), never the model. SDXL has
+two text encoders with a tokenizer each: an identifier must stay one token in both.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.architectures import checkpoint_tokenizer, uses_shipped_config
+from ..core.architectures import checkpoint_tokenizers, uses_shipped_config
 from ..core.models import DEFAULT_MODEL, describe_source
 from ..errors import InputError, ModelLoadError
 from ..evaluate.prompts import SUBJECT_CLASSES
@@ -207,19 +208,36 @@ def tokenizer_source(model: str, model_config_dir: str | None = None) -> str:
     return str(Path(model).expanduser()) if describe_source(model) == "folder" else model
 
 
-def load_tokenizer(model: str, model_config_dir: str | None = None):
-    """The base model's CLIP tokenizer alone (no weights)."""
+def _tokenizer_folders(source: str) -> tuple[str, ...]:
+    """The tokenizer subfolders of a diffusers folder or Hub id: SDXL's second encoder has
+    its own, tokenizer_2 (named in model_index.json)."""
+    from ..core.families import hub_family, is_sdxl
+
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        second = (folder / "tokenizer_2").is_dir()
+    else:
+        second = is_sdxl(hub_family(source))
+    return ("tokenizer", "tokenizer_2") if second else ("tokenizer",)
+
+
+def load_tokenizers(model: str, model_config_dir: str | None = None) -> list:
+    """The base model's CLIP tokenizers alone (no weights): one, or SDXL's two."""
     from transformers import CLIPTokenizer
 
     if describe_source(model) == "file" and uses_shipped_config(model_config_dir):
-        return checkpoint_tokenizer(Path(model).expanduser(), model_config_dir)
+        return checkpoint_tokenizers(Path(model).expanduser(), model_config_dir)
     source = tokenizer_source(model, model_config_dir)
+    tokenizers = []
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
-        # transformers 5 quietly builds an empty tokenizer from a folder without vocab files.
-        if len(tokenizer) < 1000:
-            raise ValueError(f"no vocabulary in {source}/tokenizer")
-        return tokenizer
+        for subfolder in _tokenizer_folders(source):
+            tokenizer = CLIPTokenizer.from_pretrained(source, subfolder=subfolder)
+            # transformers 5 quietly builds an empty tokenizer from a folder without vocab
+            # files.
+            if len(tokenizer) < 1000:
+                raise ValueError(f"no vocabulary in {source}/{subfolder}")
+            tokenizers.append(tokenizer)
+        return tokenizers
     except Exception as exc:  # offline Hub, missing folder, damaged files: one message
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
@@ -227,6 +245,11 @@ def load_tokenizer(model: str, model_config_dir: str | None = None):
             "so identifiers cannot be checked. Training still works; with a single-file "
             "checkpoint, pass a diffusers config folder (it has tokenizer/) to check them."
         ) from exc
+
+
+def load_tokenizer(model: str, model_config_dir: str | None = None):
+    """The base model's (first) CLIP tokenizer alone (no weights)."""
+    return load_tokenizers(model, model_config_dir)[0]
 
 
 @dataclass
@@ -258,8 +281,10 @@ def _common_below(tokenizer) -> int:
 
 
 def check_identifier(tokenizer, identifier: str, class_noun: str = "",
-                     template: str = PROMPT_TEMPLATE) -> IdentifierCheck:
-    """How the text encoder sees `identifier`, with a warning for each way it is a poor one."""
+                     template: str = PROMPT_TEMPLATE, others=()) -> IdentifierCheck:
+    """How the text encoder sees `identifier`, with a warning for each way it is a poor one.
+    `others` are the model's further tokenizers (SDXL's second): a split there is reported
+    as well."""
     word = (identifier or "").strip()
     instance_prompt, class_prompt = compose_prompts(word, class_noun, template)
     ids = _encode(tokenizer, word) if word else []
@@ -275,7 +300,17 @@ def check_identifier(tokenizer, identifier: str, class_noun: str = "",
         warn(f"'{word}' becomes {len(ids)} tokens ({' + '.join(tokens)}): the subject would "
              "be tied to several pieces that each already mean something. Prefer a word "
              "that stays one token, e.g. one of the suggestions.")
-    elif word.lower() in COMMON_WORDS or ids[0] < _common_below(tokenizer):
+    else:
+        for number, other in enumerate(others, start=2):
+            other_ids = _encode(other, word)
+            if len(other_ids) > 1:
+                pieces = [t.removesuffix(WORD_END)
+                          for t in other.convert_ids_to_tokens(other_ids)]
+                warn(f"'{word}' becomes {len(other_ids)} tokens ({' + '.join(pieces)}) for "
+                     f"text encoder {number}: the subject would be tied to several pieces "
+                     "there. Prefer a word that stays one token, e.g. one of the "
+                     "suggestions.")
+    if len(ids) == 1 and (word.lower() in COMMON_WORDS or ids[0] < _common_below(tokenizer)):
         check.common = True
         warn(f"'{word}' is a common word to the text encoder (token #{ids[0]} of "
              f"{len(tokenizer)}): it already means something, and training would bend that "
@@ -320,26 +355,34 @@ def suggest_identifiers(tokenizer, count: int = 5, seed: int = 0,
 
 
 class IdentifierAdvisor:
-    """Checks and suggestions for one base model, with its own tokenizer (loaded on first
-    use, no weights); its vocabulary is scanned once (~0.2 s)."""
+    """Checks and suggestions for one base model, with its own tokenizers (loaded on first
+    use, no weights); the vocabulary is scanned once (~0.2 s)."""
 
     def __init__(self, model: str, model_config_dir: str | None = None):
         self.model, self.model_config_dir = model, model_config_dir
         self._lock = threading.Lock()
-        self._tokenizer = None
+        self._tokenizers: list | None = None
         self._candidates: list[str] | None = None
 
     @property
-    def tokenizer(self):
+    def tokenizers(self) -> list:
         with self._lock:
-            if self._tokenizer is None:
-                self._tokenizer = load_tokenizer(self.model, self.model_config_dir)
-            return self._tokenizer
+            if self._tokenizers is None:
+                self._tokenizers = load_tokenizers(self.model, self.model_config_dir)
+            return self._tokenizers
+
+    @property
+    def tokenizer(self):
+        return self.tokenizers[0]
 
     def check(self, identifier: str, class_noun: str) -> IdentifierCheck:
-        return check_identifier(self.tokenizer, identifier, class_noun)
+        first, *others = self.tokenizers
+        return check_identifier(first, identifier, class_noun, others=others)
 
     def suggest(self, count: int, seed: int) -> list[str]:
         if self._candidates is None:
-            self._candidates = rare_candidates(self.tokenizer)
+            first, *others = self.tokenizers
+            # A suggestion stays one token for every text encoder.
+            self._candidates = [word for word in rare_candidates(first)
+                                if all(len(_encode(t, word)) == 1 for t in others)]
         return suggest_identifiers(self.tokenizer, count, seed, self._candidates)

@@ -27,7 +27,8 @@ def _header(studio: Studio) -> str:
         "# DreamStudio\n"
         "Teach Stable Diffusion **one subject** from 3-20 photos: "
         "**1 · Data** → **2 · Train** → **3 · Generate** → **4 · Evaluate** → **5 · Tune**.\n\n"
-        f"Base model: `{studio.model}` ({kind}, loaded on first use) · device: {device} · "
+        f"Base model: `{studio.model}` ({studio.family_name}, {kind}, loaded on first use)"
+        + (f" · VAE: `{studio.vae}`" if studio.vae else "") + f" · device: {device} · "
         f"workspace: `{studio.workspace.root}`"
     )
 

@@ -90,11 +90,11 @@ def duration(seconds: float | None) -> str:
     return f"{secs} s"
 
 
-def model_image_size(model: str) -> int:
+def model_image_size(model: str, fallback: int = SD15_SIZE) -> int:
     """The native image side of a local diffusers folder (UNet sample size x VAE scale).
 
     Hub ids and single files are not opened at startup (that would load or download
-    them); they get SD 1.5's 512.
+    them); they get `fallback`, their family's size (SD 1.5's 512, SDXL's 1024).
     """
     folder = Path(model).expanduser()
     try:
@@ -105,7 +105,7 @@ def model_image_size(model: str) -> int:
         scale = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
         return int(sample) * scale
     except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return SD15_SIZE
+        return fallback
 
 
 def subject_choices(studio: Studio) -> list[str]:

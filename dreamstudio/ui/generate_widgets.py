@@ -9,7 +9,7 @@ import gradio as gr
 
 from ..config import GENERATE_PRECISIONS, GenerateConfig, default_of
 from ..studio import AXES, MAX_CELLS, NO_AXIS, SAMPLER_NAMES, Studio
-from .common import model_image_size
+from .common import SD15_SIZE, model_image_size
 from .generate_text import VALUES_HELP
 
 AXIS_CHOICES = [(spec.label, name) for name, spec in AXES.items()]
@@ -42,14 +42,24 @@ def _default(name: str):
     return default_of(GenerateConfig, name)
 
 
-def _size_slider(name: str, native: int) -> gr.Slider:
-    return gr.Slider(0, 1024, value=0, step=8, label=f"{name} (pixels)",
+# What the text-encoder slider does on SDXL, where one LoRA scale drives both encoders.
+SDXL_TEXT_ENCODER_INFO = ("How strongly the subject's word is applied; 0 = off. SDXL: one "
+                          "text-encoder scale applies to both text encoders.")
+
+
+def _size_slider(name: str, native: int, value: int | None) -> gr.Slider:
+    return gr.Slider(0, 1024, value=value or 0, step=8, label=f"{name} (pixels)",
                      info=f"0 = the model's own size ({native} px); else 64-1024.")
 
 
 def _settings(studio: Studio) -> dict[str, gr.components.Component]:
     w: dict[str, gr.components.Component] = {}
-    native = model_image_size(studio.model)
+    family = studio.generate_defaults()  # the base model's family's own defaults
+
+    def start(name: str):
+        return family.get(name, _default(name))
+
+    native = model_image_size(studio.model, family.get("height", SD15_SIZE))
     w["prompt"] = gr.Textbox(
         label="Prompt", lines=2, placeholder="a photo of sks dog on a beach at sunset",
         info="Describe the picture; include your subject's words (e.g. 'sks dog').",
@@ -66,11 +76,12 @@ def _settings(studio: Studio) -> dict[str, gr.components.Component]:
         w["text_encoder_scale"] = gr.Slider(
             0, 2, value=_default("text_encoder_scale"), step=0.05,
             label="LoRA strength (text encoder)",
-            info="How strongly the subject's word is applied; 0 = off.",
+            info=(SDXL_TEXT_ENCODER_INFO if studio.family_name == "SDXL"
+                  else "How strongly the subject's word is applied; 0 = off."),
         )
     with gr.Row():
         w["guidance"] = gr.Slider(
-            1, 20, value=_default("guidance"), step=0.5, label="Guidance",
+            1, 20, value=start("guidance"), step=0.5, label="Guidance",
             info="How literally to follow the prompt; 5-9 is usual.",
         )
         w["steps"] = gr.Slider(
@@ -90,8 +101,8 @@ def _settings(studio: Studio) -> dict[str, gr.components.Component]:
         w["num_images"] = gr.Slider(1, 8, value=_default("num_images"), step=1,
                                     label="Images", info="How many pictures per click.")
     with gr.Row():
-        w["height"] = _size_slider("Height", native)
-        w["width"] = _size_slider("Width", native)
+        w["height"] = _size_slider("Height", native, start("height"))
+        w["width"] = _size_slider("Width", native, start("width"))
     w["precision"] = gr.Dropdown(
         list(GENERATE_PRECISIONS), value=_default("precision"), label="Precision",
         info="auto = bf16 where the CPU or GPU has bf16 units (about 2.5x faster than fp32 "

@@ -38,6 +38,7 @@ class LaunchOptions:
     device: str | None = None
     scorer_models: dict[str, str] = field(default_factory=dict)  # --dino-model, --clip-model
     preview_decoder: Path | None = None
+    vae: str | None = None  # replaces the base model's VAE (e.g. an fp16-safe SDXL VAE)
 
 
 def parse_auth(text: str) -> tuple[str, str]:
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="base model: Hugging Face id, local diffusers folder or "
                              f".safetensors file (default: {DEFAULT_MODEL})")
+    parser.add_argument("--vae", metavar="ID_OR_PATH",
+                        help="a VAE to use instead of the model's own in training and "
+                             "generation (diffusers folder, Hub id or file), e.g. an "
+                             "fp16-safe SDXL VAE; default: the model's")
     parser.add_argument("--workspace", type=Path, default=Path("workspace"),
                         help="folder for photos, LoRAs and images (default: ./workspace)")
     parser.add_argument("--port", type=_port, default=7860, help="port (default: 7860)")
@@ -101,7 +106,7 @@ def parse_args(argv: list[str] | None = None) -> LaunchOptions:
     return LaunchOptions(model=args.model, workspace=args.workspace, port=args.port,
                          share=args.share, auth=auth, generated_password=generated,
                          device=args.device, scorer_models=scorers,
-                         preview_decoder=args.preview_decoder)
+                         preview_decoder=args.preview_decoder, vae=args.vae)
 
 
 def check_model(model: str) -> None:
@@ -150,7 +155,7 @@ def launch(argv: list[str] | None = None, block: bool = True,
 
     studio = Studio(workspace, model=options.model, device=options.device,
                     scorer_models=options.scorer_models,
-                    preview_decoder=options.preview_decoder)
+                    preview_decoder=options.preview_decoder, vae=options.vae)
     # Before Gradio loads, so that a second app on this workspace is refused at once.
     studio.claim_workspace(options.port)
     from starlette.middleware import Middleware

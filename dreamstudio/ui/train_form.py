@@ -9,10 +9,10 @@ import gradio as gr
 
 from ..config import LR_SCHEDULERS, MIN_SNR_GAMMA, OPTIMIZERS, TrainConfig, default_of
 from ..errors import InputError
-from ..studio import PRESETS, Studio, class_noun_of, compose_prompts, parse_template_prompt
+from ..studio import Preset, Studio, class_noun_of, compose_prompts, parse_template_prompt
 from .common import model_image_size, prepared_subjects
+from .train_text import family_markdown
 
-DEFAULT_PRESET = next(iter(PRESETS))
 DEFAULT_IDENTIFIER = "sks"
 OPTIMIZER_LABELS = list(zip(("AdamW", "8-bit AdamW", "Prodigy"), OPTIMIZERS, strict=True))
 MIXED_PRECISION_LABELS = [
@@ -135,8 +135,8 @@ def form_values(settings: dict, identifier: str | None = None) -> dict:
     return values
 
 
-def preset_markdown(name: str | None) -> str:
-    preset = PRESETS.get(name or "")
+def preset_markdown(presets: dict[str, Preset], name: str | None) -> str:
+    preset = presets.get(name or "")
     return f"*{preset.description}*" if preset else "Custom settings."
 
 
@@ -156,12 +156,16 @@ def build_form(studio: Studio) -> dict[str, gr.components.Component]:
                  "earlier run to resume it.",
         )
     w["run_info"] = gr.Markdown("A new run.")
+    w["family"] = gr.Markdown(family_markdown(studio.family_name, studio.train_defaults()))
+    presets = studio.presets
+    first = next(iter(presets))
     with gr.Row(equal_height=True):
         w["preset"] = gr.Dropdown(
-            list(PRESETS), value=DEFAULT_PRESET, label="Preset", scale=2,
-            info="A starting point: fills the settings below, which you can still change.",
+            list(presets), value=first, label="Preset", scale=2,
+            info="A starting point for this model family: fills the settings below, which "
+                 "you can still change.",
         )
-        w["preset_info"] = gr.Markdown(preset_markdown(DEFAULT_PRESET))
+        w["preset_info"] = gr.Markdown(preset_markdown(presets, first))
 
     gr.Markdown("#### The subject's name in prompts")
     with gr.Row():
@@ -231,23 +235,30 @@ def build_prior_preservation(w: dict) -> dict[str, gr.components.Component]:
 
 
 def build_training_settings(studio: Studio, w: dict) -> dict[str, gr.components.Component]:
+    # The base model's family replaces some of TrainConfig's (SD 1.x) defaults.
+    family = studio.train_defaults()
+
+    def start(name: str):
+        return family.get(name, _default(name))
+
     with gr.Accordion("Training settings", open=True):
         with gr.Row():
             w["steps"] = gr.Number(
-                _default("steps"), label="Steps", precision=0, minimum=1,
+                start("steps"), label="Steps", precision=0, minimum=1,
                 info="Training steps. The default suits 5-10 photos; far more can over-fit.",
             )
             w["resolution"] = gr.Slider(
-                64, 1024, value=model_image_size(studio.model), step=64, label="Resolution",
+                64, 1024, value=model_image_size(studio.model, start("resolution")), step=64,
+                label="Resolution",
                 info="Training image side in pixels; the base model's own size is best.",
             )
         with gr.Row():
             w["learning_rate"] = gr.Number(
-                _default("learning_rate"), label="UNet learning rate", minimum=0, step=1e-5,
+                start("learning_rate"), label="UNet learning rate", minimum=0, step=1e-5,
                 info="Step size for the image model's LoRA; the default is a good start.",
             )
             w["text_encoder_lr"] = gr.Number(
-                _default("text_encoder_lr"), label="Text-encoder learning rate", minimum=0,
+                start("text_encoder_lr"), label="Text-encoder learning rate", minimum=0,
                 step=1e-5,
                 info="Step size for the text model's LoRA; keep it below the UNet's.",
             )

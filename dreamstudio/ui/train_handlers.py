@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from ..errors import DreamStudioError, InputError
-from ..studio import PRESETS, JobStatus, RunInfo, Studio, best_point, compose_prompts
+from ..studio import JobStatus, RunInfo, Studio, best_point, compose_prompts
 from .common import guarded, prepared_subjects
 from .train_form import FILLABLE, form_values, preset_markdown, train_settings
 from .train_status import (
@@ -159,9 +159,11 @@ class TrainHandlers:
         return _fill(self.form, values) or gr.skip()
 
     def apply_preset(self, name: str | None, identifier: str | None):
-        preset = PRESETS.get(name or "")
+        presets = self.studio.presets
+        preset = presets.get(name or "")
         values = form_values(preset.settings, identifier) if preset else {}
-        return {self.form["preset_info"]: preset_markdown(name), **_fill(self.form, values)}
+        return {self.form["preset_info"]: preset_markdown(presets, name),
+                **_fill(self.form, values)}
 
     def poll(self, last: list | None, subject: str | None, name: str | None):
         """Timer tick: refresh what changed of the status, loss plot, validation images and

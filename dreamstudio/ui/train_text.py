@@ -9,6 +9,18 @@ if TYPE_CHECKING:
     from ..studio import ClassImageSet, IdentifierCheck, JobStatus, RunInfo
 
 
+def family_markdown(family_name: str, defaults: dict) -> str:
+    """The base model's family, and the defaults it starts the form from."""
+    if not defaults:
+        return f"Base model family: **{family_name}** (the settings start from its defaults)."
+    parts = {"resolution": "{:g} px", "learning_rate": "UNet LR {:g}",
+             "text_encoder_lr": "text-encoder LR {:g}", "steps": "{:g} steps"}
+    listed = ", ".join(parts[k].format(defaults[k]) for k in parts if k in defaults)
+    both = (" One text-encoder learning rate trains both of its text encoders."
+            if family_name == "SDXL" else "")
+    return f"Base model family: **{family_name}**; its defaults: {listed}.{both}"
+
+
 def identifier_markdown(check: IdentifierCheck, instance_prompt: str | None = None,
                         class_prompt: str | None = None) -> str:
     """The check of the identifier, and the prompts in use (those of the check unless the

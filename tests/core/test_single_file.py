@@ -74,8 +74,8 @@ def test_a_named_architecture_wins_over_the_name_but_not_over_the_tensors(tmp_pa
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"in_channels": 9}, "9-channel UNet input"),
-    ({"width": 2048, "extra": {"conditioner.embedders.1.model.ln_final.weight":
-                               torch.zeros(4)}}, "is an SDXL model"),
+    ({"width": 1280, "extra": {"conditioner.embedders.0.model.ln_final.weight":
+                               torch.zeros(4)}}, "is an SDXL refiner"),
     ({"width": 4096}, "4096-wide text conditioning"),
 ])
 def test_unsupported_checkpoints_are_named(tmp_path, kwargs, message):

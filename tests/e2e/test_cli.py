@@ -106,7 +106,7 @@ def test_empty_instance_folder(tiny_model, tmp_path):
 # The flags users type (README "Command line"); renaming one breaks their scripts.
 FLAGS = {
     "prepare": "input_dir output_dir --mode --size --face-margin --no-hold-out",
-    "train": "--model --model-config --instance-dir --instance-prompt --output --class-dir "
+    "train": "--model --model-config --vae --instance-dir --instance-prompt --output --class-dir "
              "--class-prompt --num-class-images --prior-loss-weight --steps --lr "
              "--text-encoder-lr --no-text-encoder --rank --resolution --seed --batch-size "
              "--mixed-precision --gradient-checkpointing --use-8bit-adam --no-channels-last "
@@ -116,15 +116,15 @@ FLAGS = {
              "--optimizer --no-captions --pivotal --pivotal-tokens --pivotal-lr --pivotal-stop "
              "--prior-mode --min-snr-gamma --noise-offset --face-loss-weight "
              "--face-outside-weight --name --device",
-    "generate": "--model --model-config --lora --prompt --output --negative-prompt "
+    "generate": "--model --model-config --vae --lora --prompt --output --negative-prompt "
                 "--unet-scale --text-encoder-scale --guidance --steps --seed --num-images "
                 "--height --width --sampler --precision --grid-x --grid-x-values --grid-y --grid-y-values "
                 "--device",
-    "evaluate": "--model --model-config --lora --real-dir --output --identifier --class-noun "
+    "evaluate": "--model --model-config --vae --lora --real-dir --output --identifier --class-noun "
                 "--kind --images-per-prompt --num-prompts --steps --guidance --seed "
                 "--unet-scale --text-encoder-scale --height --width --dino-model --clip-model "
                 "--device",
-    "tune": "--model --model-config --run --photos --output --candidates --unet-scales "
+    "tune": "--model --model-config --vae --run --photos --output --candidates --unet-scales "
             "--text-encoder-scales --guidances --prompt-set --images-per-prompt --steps --seed "
             "--height --width --negative-prompt --sampler --precision --leak-images "
             "--clip-t-tolerance --leak-margin --face-identity --face-weights --dino-model "
@@ -150,7 +150,7 @@ def _all(cls) -> tuple[type, set[str]]:
 def _configs() -> dict[str, list[tuple[type, set[str]]]]:
     """Each command's config fields by option dest; the base model options are TrainConfig's.
     (evaluate's --model is its own: it defaults to the LoRA's base model.)"""
-    base = {"model", "model_config_dir", "device"}
+    base = {"model", "model_config_dir", "vae", "device"}
     return {"prepare": [_all(PrepareConfig)], "train": [_all(TrainConfig)],
             "generate": [_all(GenerateConfig), (TrainConfig, base)],
             "evaluate": [_all(EvalConfig), (TrainConfig, base - {"model"})],

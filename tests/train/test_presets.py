@@ -47,3 +47,28 @@ def test_the_method_presets_turn_on_what_they_say_and_make_valid_configs(tmp_pat
         made = TrainConfig(instance_dir=tmp_path, instance_prompt="a photo of sks person",
                            output_dir=tmp_path, **preset.settings)
         assert made.uses_class_images is False
+
+
+# ---- SDXL's presets: SDXL's defaults (config/families.py), never SD 1.x's rates ---------
+
+def test_sdxl_presets_keep_sdxls_rates_and_say_what_they_turn_on(tmp_path):
+    from dreamstudio.config.families import SDXL, train_defaults
+    from dreamstudio.train.presets import SDXL_PRESETS, presets_for
+
+    assert presets_for(SDXL) is SDXL_PRESETS and presets_for("sd1") is PRESETS
+    sdxl = train_defaults(SDXL)
+    base, pet, face = SDXL_PRESETS.values()
+    assert base.settings["learning_rate"] == sdxl["learning_rate"] == 1e-4
+    assert base.settings["text_encoder_lr"] == sdxl["text_encoder_lr"] == 1e-5
+    assert base.settings["steps"] == sdxl["steps"]
+    for quoted in ("UNet LR 1e-4", "text-encoder LR 1e-5", "both text encoders", "1024 px"):
+        assert quoted in base.description
+    changed = {k for k, v in pet.settings.items() if v != base.settings[k]}
+    assert changed == {"min_snr_gamma"} and "min-SNR" in pet.description
+    assert face.settings["learning_rate"] < base.settings["learning_rate"]
+    assert face.settings["prior_mode"] == "prediction" and "prediction" in face.description
+    assert "face-weighted loss" in face.description and "1024 px" in face.description
+    for preset in SDXL_PRESETS.values():
+        assert "resolution" not in preset.settings  # the Train tab keeps the model's size
+        TrainConfig(instance_dir=tmp_path, instance_prompt="a photo of sks person",
+                    output_dir=tmp_path, **preset.settings)
