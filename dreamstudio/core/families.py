@@ -16,8 +16,8 @@ from pathlib import Path
 SD1, SD2, SDXL = "sd1", "sd2", "sdxl"
 FAMILY_NAMES = {SD1: "SD 1.x", SD2: "SD 2.x", SDXL: "SDXL"}
 # Hub ids of SDXL's architecture say so in their name (stabilityai/stable-diffusion-xl-base-1.0,
-# RunDiffusion/Juggernaut-XL-v9, ...); "xl" as a word or a name's suffix, never "pixel".
-_XL_ID = re.compile(r"(?:^|[^a-z])(?:sdxl|xl)(?:[^a-z]|$)", re.IGNORECASE)
+# RunDiffusion/Juggernaut-XL-v9, SG161222/RealVisXL_V4.0, ...): "xl" ending a word.
+_XL_ID = re.compile(r"xl(?:[^a-z]|$)", re.IGNORECASE)
 _SD2_ID = re.compile(r"stable-diffusion-2|sd-?2", re.IGNORECASE)
 
 

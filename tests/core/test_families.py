@@ -48,6 +48,8 @@ def test_folders_say_their_family_in_model_index_json(tiny_model, tiny_sdxl_mode
     ("RunDiffusion/Juggernaut-XL-v9", SDXL),
     ("someone/my_sdxl_finetune", SDXL),
     ("nerijs/pixel-art-xl", SDXL),
+    ("SG161222/RealVisXL_V4.0", SDXL),  # "XL" glued to the name's word
+    ("someone/juggernautXL", SDXL),
     ("someone/pixel-art-diffusion", SD1),  # "pixel" ends in "xel", not an "xl" word
     ("stable-diffusion-v1-5/stable-diffusion-v1-5", SD1),
     ("stabilityai/stable-diffusion-2-1", SD2),
