@@ -40,15 +40,17 @@ def adapter_settings(rank: int, alpha: int | None, use_dora: bool,
             "target_modules": list(targets), "rank_pattern": {}, "alpha_pattern": {}}
 
 
-def peft_weights(unet, text_encoder=None) -> dict:
-    """LoRA weights keyed `unet.<module path>.lora_A.weight` (and `text_encoder.` ones),
-    the module paths being the models' own; used for checkpoints and kohya export."""
+def peft_weights(unet, text_encoder=None, text_encoder_2=None) -> dict:
+    """LoRA weights keyed `unet.<module path>.lora_A.weight` (and `text_encoder.`,
+    `text_encoder_2.` ones), the module paths being the models' own; used for checkpoints
+    and kohya export."""
     from peft.utils import get_peft_model_state_dict
 
     weights = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()}
-    if text_encoder is not None:
-        # peft would add a resized token embedding (pivotal tuning) as LoRA weights; the
-        # LoRA targets none, and the new rows are saved as an embedding of their own.
-        weights |= {f"text_encoder.{k}": v for k, v in get_peft_model_state_dict(
-            text_encoder, save_embedding_layers=False).items()}
+    for prefix, model in (("text_encoder.", text_encoder), ("text_encoder_2.", text_encoder_2)):
+        if model is not None:
+            # peft would add a resized token embedding (pivotal tuning) as LoRA weights; the
+            # LoRA targets none, and the new rows are saved as an embedding of their own.
+            weights |= {f"{prefix}{k}": v for k, v in get_peft_model_state_dict(
+                model, save_embedding_layers=False).items()}
     return weights

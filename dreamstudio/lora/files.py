@@ -21,7 +21,7 @@ CONFIG_NAME = "dreamstudio_lora.json"
 # A key of the weights file: diffusers' `<path>.lora.down.weight` (UNet),
 # `<path>.lora_linear_layer.down.weight` (text encoder), or peft's `<path>.lora_A.weight`;
 # a DoRA's `<path>.lora_magnitude_vector` (`.weight` on text-encoder keys).
-_FILE_KEY = re.compile(r"^(unet|text_encoder)\.(.+?)\.(?:"
+_FILE_KEY = re.compile(r"^(unet|text_encoder_2|text_encoder)\.(.+?)\.(?:"
                        r"(?:(?:lora|lora_linear_layer)\.(down|up)|(lora_A|lora_B))\.weight"
                        r"|(lora_magnitude_vector)(?:\.weight)?)$")
 _PEFT_NAME = {"down": "lora_A.weight", "up": "lora_B.weight"}
@@ -33,24 +33,25 @@ def lora_alpha(config: dict) -> int:
     return config.get("lora_alpha") or config.get("rank") or 4
 
 
-def lora_state_dicts(weights: dict) -> tuple[dict, dict | None]:
-    """Diffusers-format LoRA state dicts (UNet, text encoder) from `peft_weights` output."""
+def lora_state_dicts(weights: dict) -> tuple[dict, dict | None, dict | None]:
+    """Diffusers-format LoRA state dicts (UNet, text encoder, text encoder 2) from
+    `peft_weights` output."""
     from diffusers.utils import convert_state_dict_to_diffusers
 
     parts = {}
-    for prefix in ("unet.", "text_encoder."):
+    for prefix in ("unet.", "text_encoder.", "text_encoder_2."):
         part = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-        if prefix == "text_encoder.":
+        if prefix != "unet.":
             # diffusers 0.35 with transformers 4 cannot place `encoder.layers...` keys (it
             # fails with an IndexError), and ComfyUI ignores them: write the classic path.
             part = {classic_clip_path(k): v for k, v in part.items()}
         part = convert_state_dict_to_diffusers(part) if part else None
-        if part and prefix == "text_encoder.":
+        if part and prefix != "unet.":
             # diffusers 0.42 hands text-encoder keys to transformers' load_adapter, which
             # finds a DoRA magnitude only under `...lora_magnitude_vector.weight`.
             part = {(k + ".weight" if k.endswith(MAGNITUDE) else k): v for k, v in part.items()}
         parts[prefix] = part
-    return parts["unet."], parts["text_encoder."]
+    return parts["unet."], parts["text_encoder."], parts["text_encoder_2."]
 
 
 def read_lora_weights(lora_dir: Path) -> dict:
@@ -70,14 +71,15 @@ def read_lora_weights(lora_dir: Path) -> dict:
     return weights
 
 
-def save_lora(output_dir: Path, unet_layers: dict, te_layers: dict | None, info: dict) -> Path:
+def save_lora(output_dir: Path, unet_layers: dict, te_layers: dict | None,
+              te2_layers: dict | None, info: dict) -> Path:
     """Write the LoRA weights and `info` into `output_dir`, each file atomically.
 
     A crash or a cancel mid-write leaves any earlier LoRA untouched. The file's header
     records the adapter's rank, alpha and DoRA (from `info["config"]`), from which diffusers
     rebuilds it: the same output as the trained model whatever the alpha.
     """
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     cfg = info.get("config") or {}
     rank = cfg.get("rank") or next(
@@ -88,7 +90,12 @@ def save_lora(output_dir: Path, unet_layers: dict, te_layers: dict | None, info:
     target = Path(output_dir) / WEIGHTS_NAME
     with atomic_path(target) as tmp:
         # diffusers writes the file (its key layout and header); the name is ours.
-        StableDiffusionPipeline.save_lora_weights(
+        # A second text encoder's layers need SDXL's writer (its keys `text_encoder_2.`).
+        second = {"text_encoder_2_lora_layers": te2_layers,
+                  "text_encoder_2_lora_adapter_metadata": adapter_settings(
+                      targets=TEXT_ENCODER_TARGETS, **settings)} if te2_layers else {}
+        writer = StableDiffusionXLPipeline if te2_layers else StableDiffusionPipeline
+        writer.save_lora_weights(
             save_directory=tmp.parent,
             unet_lora_layers=unet_layers,
             text_encoder_lora_layers=te_layers,
@@ -101,6 +108,7 @@ def save_lora(output_dir: Path, unet_layers: dict, te_layers: dict | None, info:
                 **settings),
             text_encoder_lora_adapter_metadata=adapter_settings(
                 targets=TEXT_ENCODER_TARGETS, **settings) if te_layers else None,
+            **second,
         )
     atomic_write_json(Path(output_dir) / CONFIG_NAME, info)
     return target
