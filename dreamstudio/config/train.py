@@ -55,6 +55,11 @@ class TrainConfig:
     text_encoder_lr: float = field(
         default=1e-4, metadata={"help": "Text-encoder LoRA learning rate."}
     )
+    text_encoder_2_lr: float | None = field(
+        default=None,
+        metadata={"help": "SDXL: the second text encoder's LoRA learning rate (unset: the "
+                          "text-encoder learning rate). Ignored on SD 1.x / 2.x."},
+    )
     train_text_encoder: bool = field(
         default=True, metadata={"help": "Also train a LoRA on the text encoder."}
     )
@@ -236,6 +241,9 @@ class TrainConfig:
         check(self.learning_rate > 0, f"learning rate must be > 0 (got {self.learning_rate}).")
         check(self.text_encoder_lr > 0,
                f"text-encoder learning rate must be > 0 (got {self.text_encoder_lr}).")
+        check(self.text_encoder_2_lr is None or self.text_encoder_2_lr > 0,
+              f"text-encoder 2 learning rate must be > 0, or unset for the text-encoder "
+              f"one (got {self.text_encoder_2_lr}).")
         check(1 <= self.rank <= 256, f"rank must be between 1 and 256 (got {self.rank}).")
         if self.lora_alpha == 0:
             self.lora_alpha = None  # the form's 0 and an unset alpha both mean "the rank"

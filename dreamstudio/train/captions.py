@@ -21,7 +21,6 @@ import re
 from ..data.manifest import training_captions
 from ..errors import InputError
 from .identifiers import split_instance_prompt
-from .latents import tokenize
 from .pivotal import expand
 from .session import TrainingSession
 
@@ -81,7 +80,8 @@ def set_instance_prompts(session: TrainingSession) -> None:
     # With pivotal tuning the identifier is the new tokens, spelled out as the pipeline does.
     fed = [expand(s.pipe, s.prompt(p)) for p in s.instance_prompts] if s.pivotal else \
         s.instance_prompts
-    s.instance_ids = tokenize(s.pipe.tokenizer, fed).to(s.device)
+    # Both tokenizers' ids on SDXL (conditioning.py).
+    s.instance_ids = s.text.tokenize(fed).to(s.device)
     if s.captions:
         log.info("captions: %d of %d photos train on their own prompt: %s", len(s.captions),
                  len(captions), sorted(set(captioned_prompts(s).values())))

@@ -18,6 +18,7 @@ from ..core.models import describe_source
 from ..generate.eta import StepClock
 from ..generate.previews import PreviewFn, is_preview_step, preview_for
 from .class_gallery import RECORD, list_class_images, read_record
+from .validation import vae_decode_in_fp32
 
 # A fast multistep sampler (DPM-Solver++, ~25 steps) gives class-prior images of the same
 # quality as 50 PNDM steps at half the cost.
@@ -133,7 +134,8 @@ def generate_missing_class_images(
             seeds = [seed + first + made + i for i in range(n)]
             generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
             with torch.autocast(pipe.device.type, dtype=autocast_dtype or torch.float32,
-                                enabled=autocast_dtype not in (None, torch.float32)):
+                                enabled=autocast_dtype not in (None, torch.float32)), \
+                    vae_decode_in_fp32(pipe):
                 images = pipe(
                     [class_prompt] * n,
                     num_inference_steps=steps,

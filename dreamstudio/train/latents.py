@@ -39,6 +39,9 @@ class LoadedImages:
     # Each file's caption from the prepared folder's manifest (None: none); empty when
     # the files were loaded without one (class images).
     captions: list[str | None] = field(default_factory=list)
+    # Each file's own size (w, h) before resizing: SDXL's size conditioning of files the
+    # manifest does not know.
+    sizes: list[tuple[int, int]] = field(default_factory=list)
 
 
 def load_images(folder: Path, resolution: int, what: str = "instance") -> LoadedImages:
@@ -53,11 +56,13 @@ def load_images(folder: Path, resolution: int, what: str = "instance") -> Loaded
 def load_image_files(files: list[Path], resolution: int, what: str,
                      folder: Path) -> LoadedImages:
     """load_images for the chosen `files` of `folder` (e.g. the class images of a run)."""
-    tensors, used, skipped = [], [], []
+    tensors, used, skipped, sizes = [], [], [], []
     for path in files:
         try:
-            tensors.append(to_training_tensor(open_rgb(path), resolution))
+            image = open_rgb(path)
+            tensors.append(to_training_tensor(image, resolution))
             used.append(path)
+            sizes.append(image.size)
         except (ImageRejected, OSError) as exc:
             skipped.append((path, str(exc)))
     if not tensors:
@@ -66,7 +71,7 @@ def load_image_files(files: list[Path], resolution: int, what: str,
             f"No usable {what} images in {folder}{detail}. Add JPEG/PNG/WebP photos "
             "(or prepare them on the Data tab) and try again."
         )
-    return LoadedImages(torch.stack(tensors), used, skipped)
+    return LoadedImages(torch.stack(tensors), used, skipped, sizes=sizes)
 
 
 def face_weight_maps(folder: Path, files: list[Path], size: int, inside: float,

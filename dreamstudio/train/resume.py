@@ -19,7 +19,6 @@ import torch
 from ..config import TrainConfig, default_of
 from ..core.files import find_temporaries
 from ..errors import TrainingError
-from ..lora.adapters import peft_weights
 from ..lora.kohya import finish_export
 from .captions import captions_digest, run_captions
 from .checkpoints import (
@@ -31,6 +30,7 @@ from .checkpoints import (
     save_checkpoint,
     unfinished_checkpoints,
 )
+from .model_stage import trained_weights
 from .session import TrainingSession
 
 log = logging.getLogger("dreamstudio.training")
@@ -198,8 +198,7 @@ def save_session(session: TrainingSession, step: int) -> None:
     ranks = gather_object([own]) if accelerator.num_processes > 1 else [own]
     if not accelerator.is_main_process:
         return
-    te = accelerator.unwrap_model(session.text_encoder) if cfg.train_text_encoder else None
-    weights = peft_weights(accelerator.unwrap_model(session.unet), te)
+    weights = trained_weights(session)
     if session.pivotal:
         weights[PIVOTAL_KEY] = session.pivotal.rows
     state = {
@@ -227,7 +226,8 @@ def restore_session(session: TrainingSession, checkpoint: Checkpoint) -> int:
 
     weights, state = load_checkpoint(checkpoint)
     accelerator = session.accelerator
-    for prefix, model in (("unet.", session.unet), ("text_encoder.", session.text_encoder)):
+    for prefix, model in (("unet.", session.unet), ("text_encoder.", session.text_encoder),
+                          ("text_encoder_2.", session.text_encoder_2)):
         part = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
         if part:
             set_peft_model_state_dict(accelerator.unwrap_model(model), part)

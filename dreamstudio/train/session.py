@@ -46,19 +46,29 @@ class TrainingSession:
         # 2. Accelerator and models
         self.accelerator = None
         self.unet = self.vae = self.text_encoder = None
+        self.text_encoder_2 = None  # SDXL's second text encoder (None on SD 1.x / 2.x)
+        # The tokenizer(s) and text encoder(s) as one (conditioning.py); rebuilt once the
+        # encoders are wrapped (LoRA, accelerate).
+        self.text = None
         self.noise_scheduler = None
         self.target_kind: str | None = None  # "epsilon" or "v_prediction"
         self.pivotal = None  # PivotalTokens (pivotal.py) when pivotal tuning is on
         # 3. Cached latents and prompt embeddings
         self.instance_latents = self.class_latents = None
         # One row per instance photo: its caption made a prompt, or the instance prompt.
+        # B x 77 token ids, on SDXL B x 2 x 77 (TextConditioner.tokenize).
         self.instance_ids: torch.Tensor | None = None
         self.instance_prompts: list[str] = []
         self.captions: dict[str, str] = {}  # crop name -> caption, of the photos that have one
         self.class_ids: torch.Tensor | None = None
-        self.cached_embeds: dict | None = None  # only while the text encoder is frozen
-        # Prior prediction: the base text encoder's class prompt embedding (never changes).
-        self.base_class_embeds: torch.Tensor | None = None
+        # Conditionings ("instance": one per photo, "class": one row) while the text
+        # encoders are frozen.
+        self.cached_embeds: dict | None = None
+        # Prior prediction: the base text encoders' class prompt conditioning (never changes).
+        self.base_class_embeds = None
+        # SDXL: each cached latent's size / crop ids (N x 6, the flipped ones after).
+        self.instance_time_ids: torch.Tensor | None = None
+        self.class_time_ids: torch.Tensor | None = None
         # Face-weighted loss: a latent-size weight map per cached instance latent.
         self.face_weights: torch.Tensor | None = None
         # 4. LoRA and optimizer
@@ -75,6 +85,14 @@ class TrainingSession:
     def prompt(self, text: str) -> str:
         """A prompt as the pipeline takes it: the identifier as the pivotal token, if any."""
         return self.pivotal.prompt(text) if self.pivotal else text
+
+    @property
+    def sdxl(self) -> bool:
+        return self.text_encoder_2 is not None
+
+    def text_encoders(self) -> list:
+        """The session's text encoder(s), the first one first."""
+        return [m for m in (self.text_encoder, self.text_encoder_2) if m is not None]
 
     @property
     def prior_prediction(self) -> bool:

@@ -115,7 +115,10 @@ def make_lr_scheduler(config: TrainConfig, optimizer, num_processes: int):
                          num_training_steps=config.steps * num_processes)
 
 
-def apply_speedups(unet, text_encoder, config: TrainConfig, device: torch.device) -> None:
+def apply_speedups(unet, text_encoders: list, config: TrainConfig,
+                   device: torch.device) -> None:
+    """Attention kernel, memory format and gradient checkpointing (the UNet, and every
+    text encoder that trains)."""
     # PyTorch SDPA is diffusers' default attention; xformers only pays off on CUDA.
     if device.type == "cuda":
         try:
@@ -129,4 +132,5 @@ def apply_speedups(unet, text_encoder, config: TrainConfig, device: torch.device
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if config.train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
+            for text_encoder in text_encoders:
+                text_encoder.gradient_checkpointing_enable()

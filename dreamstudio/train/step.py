@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TrainingError
+from .conditioning import Conditioning, repeat_rows
 from .losses import min_snr_weights, offset_noise, weighted_mse
 from .session import TrainingSession
 
@@ -15,9 +16,12 @@ from .session import TrainingSession
 @dataclass
 class Batch:
     latents: torch.Tensor  # instance latents, then (with class images) as many class ones
-    ids: torch.Tensor  # their prompts' token ids
-    embeds: torch.Tensor | None  # their prompt embeddings while the text encoder is frozen
+    ids: torch.Tensor  # their prompts' token ids (TextConditioner.tokenize)
+    # Their conditioning while the text encoders are frozen (else None: encoded each step).
+    cond: Conditioning | None
     face_weights: torch.Tensor | None  # B x 1 x h x w, instance images only
+    # SDXL: each latent's size / crop ids (B x 6), else None.
+    time_ids: torch.Tensor | None = None
 
 
 def _orient(session: TrainingSession, indices: torch.Tensor, cache) -> torch.Tensor:
@@ -52,37 +56,55 @@ def _loss(session: TrainingSession, pred: torch.Tensor, target: torch.Tensor,
     return loss
 
 
+def _time_ids(cached: torch.Tensor | None, drawn: torch.Tensor, device) -> torch.Tensor | None:
+    return None if cached is None else cached[drawn].to(device)
+
+
 def _batch(session: TrainingSession) -> Batch:
-    """Latents, token ids, prompt embeddings and face weights of one step."""
+    """Latents, token ids, conditioning, time ids and face weights of one step."""
     s, size = session, session.config.batch_size
     drawn = _orient(s, s.batches.next(), s.instance_latents)
     latents = s.instance_latents.sample(drawn, s.generator)
     faces = s.face_weights[drawn].to(s.device) if s.face_weights is not None else None
+    time_ids = _time_ids(s.instance_time_ids, drawn, s.device)
     # Each drawn image's own prompt; a flipped one (index + N) keeps its photo's caption.
     photos = (drawn % len(s.instance_ids)).to(s.instance_ids.device)
     ids = s.instance_ids[photos]
-    embeds = s.cached_embeds["instance"][photos] if s.cached_embeds else None
+    cond = s.cached_embeds["instance"][photos] if s.cached_embeds else None
     if s.with_prior:
-        class_latents = s.class_latents.sample(
-            _orient(s, s.class_batches.next(), s.class_latents), s.generator)
+        class_drawn = _orient(s, s.class_batches.next(), s.class_latents)
+        class_latents = s.class_latents.sample(class_drawn, s.generator)
         latents = torch.cat([latents, class_latents])
-        ids = torch.cat([ids, s.class_ids.repeat(size, 1)])
+        ids = torch.cat([ids, repeat_rows(s.class_ids, size)])
+        if time_ids is not None:
+            time_ids = torch.cat([time_ids, _time_ids(s.class_time_ids, class_drawn, s.device)])
         if s.cached_embeds:
-            embeds = torch.cat([embeds, s.cached_embeds["class"].repeat(size, 1, 1)])
-    return Batch(latents.to(s.device), ids, embeds, faces)
+            cond = Conditioning.cat([cond, s.cached_embeds["class"].repeat(size)])
+    return Batch(latents.to(s.device), ids, cond, faces, time_ids)
 
 
-def base_prediction(session: TrainingSession, noisy: torch.Tensor,
-                    timesteps: torch.Tensor) -> torch.Tensor:
+def _unet(unet, noisy: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning,
+          time_ids: torch.Tensor | None):
+    return unet(noisy, timesteps, **cond.with_time_ids(time_ids).unet_kwargs()).sample
+
+
+def _instance_time_ids(batch: Batch, size: int) -> torch.Tensor | None:
+    """The instance images' time ids: the prior prediction's class prompt sees the same
+    noisy latents, so the same images."""
+    return None if batch.time_ids is None else batch.time_ids[:size]
+
+
+def base_prediction(session: TrainingSession, noisy: torch.Tensor, timesteps: torch.Tensor,
+                    time_ids: torch.Tensor | None = None) -> torch.Tensor:
     """The base model's prediction (every LoRA off, no gradient) for the class prompt:
     the prior prediction's target."""
     s = session
     unet = s.accelerator.unwrap_model(s.unet)
-    embeds = s.base_class_embeds.repeat(len(noisy), 1, 1)
+    cond = s.base_class_embeds.repeat(len(noisy))
     with torch.no_grad(), s.accelerator.autocast():
         unet.disable_adapters()
         try:
-            return unet(noisy, timesteps, embeds).sample.float()
+            return _unet(unet, noisy, timesteps, cond, time_ids).float()
         finally:
             unet.enable_adapters()
 
@@ -91,30 +113,32 @@ def _predict(session: TrainingSession, noisy: torch.Tensor, timesteps: torch.Ten
              batch: Batch) -> torch.Tensor:
     """The LoRA model's prediction for the batch; with prior prediction followed by its
     prediction for the class prompt on the same noisy latents."""
-    s, size, embeds = session, len(noisy), batch.embeds
+    s, size, cond = session, len(noisy), batch.cond
     with s.accelerator.autocast():
         if not s.prior_prediction:
-            if embeds is None:
-                embeds = s.text_encoder(batch.ids)[0]
-            return s.unet(noisy, timesteps, embeds).sample
+            if cond is None:
+                cond = s.text.encode(batch.ids)
+            return _unet(s.unet, noisy, timesteps, cond, batch.time_ids)
+        time_ids = _instance_time_ids(batch, size)
         if s.accelerator.num_processes > 1:
             # Data parallel allows one forward pass per model and step: the class prompt
             # rides in the instance batch.
-            if embeds is None:
-                embeds = s.text_encoder(torch.cat([batch.ids, s.class_ids.repeat(size, 1)]))[0]
+            if cond is None:
+                cond = s.text.encode(torch.cat([batch.ids, repeat_rows(s.class_ids, size)]))
             else:
-                embeds = torch.cat([embeds, s.base_class_embeds.repeat(size, 1, 1)])
-            return s.unet(torch.cat([noisy, noisy]), torch.cat([timesteps, timesteps]),
-                          embeds).sample
+                cond = Conditioning.cat([cond, s.base_class_embeds.repeat(size)])
+            both = None if time_ids is None else torch.cat([time_ids, time_ids])
+            return _unet(s.unet, torch.cat([noisy, noisy]), torch.cat([timesteps, timesteps]),
+                         cond, both)
         # Apart, in the base prediction's shapes, so that a LoRA at scale 0 gives exactly
         # the base's output (batched kernels differ in the last bits).
-        if embeds is None:
-            embeds = s.text_encoder(batch.ids)[0]
-            class_embeds = s.text_encoder(s.class_ids)[0].repeat(size, 1, 1)
-        else:  # a frozen text encoder carries no LoRA: its class embedding is the base's
-            class_embeds = s.base_class_embeds.repeat(size, 1, 1)
-        pred = s.unet(noisy, timesteps, embeds).sample
-        return torch.cat([pred, s.unet(noisy, timesteps, class_embeds).sample])
+        if cond is None:
+            cond = s.text.encode(batch.ids)
+            class_cond = s.text.encode(s.class_ids).repeat(size)
+        else:  # frozen text encoders carry no LoRA: their class embedding is the base's
+            class_cond = s.base_class_embeds.repeat(size)
+        pred = _unet(s.unet, noisy, timesteps, cond, time_ids)
+        return torch.cat([pred, _unet(s.unet, noisy, timesteps, class_cond, time_ids)])
 
 
 def training_step(session: TrainingSession, step: int) -> float:
@@ -128,7 +152,8 @@ def training_step(session: TrainingSession, step: int) -> float:
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps,
                               (latents.shape[0],), generator=s.generator).to(s.device)
     noisy = scheduler.add_noise(latents, noise, timesteps).to(s.weight_dtype)
-    prior_target = base_prediction(s, noisy, timesteps) if s.prior_prediction else None
+    prior_target = (base_prediction(s, noisy, timesteps, _instance_time_ids(batch, len(noisy)))
+                    if s.prior_prediction else None)
     pred = _predict(s, noisy, timesteps, batch)
     target = (scheduler.get_velocity(latents, noise, timesteps)
               if s.target_kind == "v_prediction" else noise)

@@ -21,9 +21,9 @@ import torch
 from ..config import TrainConfig
 from ..core.cpu_memory import reuse_freed_memory
 from ..core.devices import auto_mixed_precision, release_memory
+from ..core.families import is_sdxl, pipeline_family
 from ..core.models import load_pipeline, prediction_type
-from ..errors import TrainingError
-from ..lora.adapters import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, peft_weights
+from ..errors import InputError, TrainingError
 from ..lora.embeddings import save_embedding
 from ..lora.files import lora_state_dicts, save_lora
 from ..lora.kohya import export_kohya, kohya_path
@@ -36,6 +36,7 @@ from .class_images import (
     class_image_recipe,
     generate_missing_class_images,
 )
+from .conditioning import time_ids_for
 from .events import ProgressFn, TrainProgress, TrainResult
 from .identifiers import identifier_of, refuse_identifier_in_class_prompt
 from .latents import (
@@ -44,26 +45,20 @@ from .latents import (
     face_weight_maps,
     load_image_files,
     load_images,
-    tokenize,
 )
-from .pivotal import attach_pivotal, trained_rows
+from .model_stage import attach_lora_and_optimizer, load_models, trained_weights
+from .pivotal import trained_rows
 from .resume import check_resumable, restore_session, save_session, tidy_run_folder
 from .scoring import score_checkpoint
 from .session import TrainingSession
-from .setup import (
-    Batches,
-    apply_speedups,
-    cast_frozen,
-    is_main_process,
-    make_lr_scheduler,
-    make_optimizer,
-    new_accelerator,
-    run_device,
-)
+from .setup import is_main_process, run_device
 from .step import training_step
 from .validation import render_validation
 
 log = logging.getLogger("dreamstudio.training")
+
+PIVOTAL_SDXL = ("Pivotal tuning is SD 1.x only for now: turn it off for SDXL (the LoRA "
+                "learns the identifier without it).")
 
 
 def _attach_log_file(output_dir: Path) -> logging.Handler:
@@ -105,6 +100,8 @@ def train(
                              config.vae)
         # Refused before the class images, which can take longer than the training itself.
         prediction_type(pipe.scheduler, config.model)
+        if config.pivotal and is_sdxl(pipeline_family(pipe)):
+            raise InputError(PIVOTAL_SDXL)
         # The config could only guess the identifier; the tokenizer knows the rare token.
         refuse_identifier_in_class_prompt(config.instance_prompt, config.class_prompt,
                                           pipe.tokenizer)
@@ -134,13 +131,13 @@ def _execute(session: TrainingSession, checkpoint: Checkpoint | None) -> TrainRe
             return _cancelled(session, 0)
 
     # 2. Accelerator and models
-    _models(session)
+    load_models(session)
 
     # 3. Cached latents and prompt embeddings
     _cache_inputs(session)
 
     # 4. LoRA and optimizer
-    _lora_and_optimizer(session)
+    attach_lora_and_optimizer(session)
 
     # 5. Resume
     first_step = restore_session(session, checkpoint) if checkpoint else 0
@@ -214,27 +211,6 @@ def _class_images(session: TrainingSession) -> LoadedImages | None:
     return loaded
 
 
-def _models(session: TrainingSession) -> None:
-    from diffusers import DDPMScheduler
-
-    s, pipe = session, session.pipe
-    s.accelerator = new_accelerator(s.precision, s.device)
-    s.unet, s.vae, s.text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
-    s.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    s.target_kind = prediction_type(s.noise_scheduler, s.config.model)
-    for model in (s.unet, s.vae, s.text_encoder):
-        model.requires_grad_(False)
-    # The VAE is not cast: it encodes the latents in fp32 and renders validation images.
-    if s.weight_dtype != torch.float32:
-        cast_frozen(s.unet, s.weight_dtype)
-        cast_frozen(s.text_encoder, s.weight_dtype)
-    if s.config.pivotal:
-        s.pivotal = attach_pivotal(
-            pipe.tokenizer, s.text_encoder, identifier_of(s.config.instance_prompt,
-                                                          s.config.class_prompt, pipe.tokenizer),
-            s.config.pivotal_tokens, s.config.instance_prompt)
-
-
 def _latents(session: TrainingSession, pixels: torch.Tensor) -> LatentCache:
     vae, device = session.vae, session.device
     cache = LatentCache(vae, pixels, device, torch.float32)
@@ -257,66 +233,26 @@ def _cache_inputs(session: TrainingSession) -> None:
         s.face_weights = face_weight_maps(
             cfg.instance_dir, s.instance.files, s.instance_latents.mean.shape[-1],
             cfg.face_loss_weight, cfg.face_outside_weight, mirrored=cfg.flip)
+    if s.sdxl:
+        s.instance_time_ids = time_ids_for(cfg.instance_dir, s.instance, cfg.resolution,
+                                           mirrored=cfg.flip)
+        if s.class_images:
+            s.class_time_ids = time_ids_for(None, s.class_images, cfg.resolution,
+                                            mirrored=cfg.flip)
     set_instance_prompts(s)
     if s.class_images or s.prior_prediction:
-        s.class_ids = tokenize(s.pipe.tokenizer, [cfg.class_prompt]).to(s.device)
+        s.class_ids = s.text.tokenize([cfg.class_prompt]).to(s.device)
     if s.prior_prediction:
         # Encoded before any LoRA is attached: the base model's class embedding.
         with torch.no_grad(), s.accelerator.autocast():
-            s.base_class_embeds = s.text_encoder(s.class_ids)[0]
+            s.base_class_embeds = s.text.encode(s.class_ids)
     # A trained embedding changes the instance prompt's embeddings at every step.
     if not cfg.train_text_encoder and not s.pivotal:
         with torch.no_grad(), s.accelerator.autocast():
             s.cached_embeds = {
-                "instance": s.text_encoder(s.instance_ids)[0],
-                "class": s.text_encoder(s.class_ids)[0] if s.class_ids is not None else None,
+                "instance": s.text.encode(s.instance_ids),
+                "class": s.text.encode(s.class_ids) if s.class_ids is not None else None,
             }
-
-
-def _lora_and_optimizer(session: TrainingSession) -> None:
-    from diffusers.training_utils import cast_training_params
-
-    s, cfg = session, session.config
-    torch.manual_seed(cfg.seed)  # LoRA init is identical on every process
-    add_lora(s.unet, cfg.rank, UNET_TARGETS, cfg.lora_alpha, cfg.use_dora)
-    if cfg.train_text_encoder:
-        add_lora(s.text_encoder, cfg.rank, TEXT_ENCODER_TARGETS, cfg.lora_alpha, cfg.use_dora)
-    # Trainable LoRA weights stay fp32 under mixed precision, so the optimizer and the
-    # grad scaler work on fp32 (no "Attempting to unscale FP16 gradients").
-    cast_training_params([s.unet, s.text_encoder], dtype=torch.float32)
-    apply_speedups(s.unet, s.text_encoder, cfg, s.device)
-
-    params = [{"params": [p for p in s.unet.parameters() if p.requires_grad],
-               "lr": cfg.learning_rate}]
-    if cfg.train_text_encoder:
-        params.append({"params": [p for p in s.text_encoder.parameters() if p.requires_grad],
-                       "lr": cfg.text_encoder_lr})
-        s.text_encoder.train()
-    if s.pivotal and cfg.pivotal_stop < 1 and s.accelerator.num_processes > 1:
-        # DistributedDataParallel fails on a parameter that stops getting gradients.
-        raise TrainingError("Stopping the token training early (pivotal stop below 1) "
-                            "works in one process only: set it to 1, or train on one GPU.")
-    if s.pivotal:
-        # Trainable again: peft froze all but its adapters in the text encoder.
-        params.append({"params": [s.pivotal.rows.requires_grad_()], "lr": cfg.pivotal_lr})
-    s.unet.train()
-    optimizer = make_optimizer(params, cfg.optimizer)
-    lr_scheduler = make_lr_scheduler(cfg, optimizer, s.accelerator.num_processes)
-    # The embedding rows live in the text encoder: it is prepared (for gradient sync) then too.
-    with_te = cfg.train_text_encoder or cfg.pivotal
-    models = [s.unet, s.text_encoder] if with_te else [s.unet]
-    prepared = s.accelerator.prepare(*models, optimizer, lr_scheduler)
-    s.unet = prepared[0]
-    if with_te:
-        s.text_encoder = prepared[1]
-    s.optimizer, s.lr_scheduler = prepared[-2], prepared[-1]
-    s.trainable = [p for group in params for p in group["params"]]
-
-    # Each process draws its own data and noise (data parallel); one seed per process.
-    s.generator = torch.Generator().manual_seed(cfg.seed + s.accelerator.process_index)
-    s.batches = Batches(len(s.instance.pixels), cfg.batch_size, s.generator)
-    if s.class_latents:
-        s.class_batches = Batches(len(s.class_images.pixels), cfg.batch_size, s.generator)
 
 
 def _report_step(session: TrainingSession, done: int, per_step: float) -> None:
@@ -348,10 +284,7 @@ def _finish(session: TrainingSession, steps_per_second: float) -> TrainResult:
     accelerator.wait_for_everyone()
     lora_path = kohya_file = None
     if accelerator.is_main_process:
-        unet = accelerator.unwrap_model(session.unet)
-        te = (accelerator.unwrap_model(session.text_encoder) if cfg.train_text_encoder
-              else None)
-        weights = peft_weights(unet, te)
+        weights = trained_weights(session)
         info = _info(session, steps_per_second)
         if session.pivotal:  # written first: a LoRA whose record names it finds it there
             info["pivotal"] = save_embedding(cfg.output_dir, session.pivotal.token,
@@ -381,6 +314,7 @@ def _info(session: TrainingSession, steps_per_second: float) -> dict:
         "config": cfg.to_dict(),
         "mixed_precision_used": session.precision,
         "prediction_type": session.target_kind,
+        "family": pipeline_family(session.pipe),
         "steps_done": cfg.steps,
         "final_loss": losses[-1],
         "mean_loss_last_10": sum(losses[-10:]) / len(losses[-10:]),

@@ -3,10 +3,35 @@ from step to step differ only by what was learned."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
+
+
+@contextmanager
+def vae_decode_in_fp32(pipe):
+    """On SDXL, the VAE decode inside the pipeline call runs in fp32, outside the run's
+    autocast: SDXL's VAE overflows in fp16 (black or NaN images). SD 1.x is left as it is."""
+    vae = pipe.vae
+    if getattr(pipe, "text_encoder_2", None) is None:
+        yield
+        return
+    own = vae.__dict__.get("decode")
+    decode = vae.decode
+
+    def fp32_decode(latents, *args, **kwargs):
+        with torch.autocast(latents.device.type, enabled=False):
+            return decode(latents.to(vae.dtype), *args, **kwargs)
+
+    vae.decode = fp32_decode
+    try:
+        yield
+    finally:
+        if own is None:
+            del vae.decode
+        else:
+            vae.decode = own
 
 
 def draw_current(pipe, prompts: list[str], seeds: list[int], resolution: int, steps: int,
@@ -18,18 +43,20 @@ def draw_current(pipe, prompts: list[str], seeds: list[int], resolution: int, st
 
     original = pipe.scheduler
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(original.config)
-    was_training = pipe.unet.training, pipe.text_encoder.training
-    pipe.unet.eval()
-    pipe.text_encoder.eval()
+    models = [m for m in (pipe.unet, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
+              if m is not None]
+    was_training = [m.training for m in models]
+    for model in models:
+        model.eval()
     try:
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-        with torch.no_grad(), autocast or nullcontext():
+        with torch.no_grad(), autocast or nullcontext(), vae_decode_in_fp32(pipe):
             return pipe(list(prompts), num_inference_steps=steps, height=resolution,
                         width=resolution, generator=generators).images
     finally:
         pipe.scheduler = original
-        pipe.unet.train(was_training[0])
-        pipe.text_encoder.train(was_training[1])
+        for model, training in zip(models, was_training, strict=True):
+            model.train(training)
 
 
 def render_validation(pipe, prompt: str, step: int, output_dir: Path, resolution: int,

@@ -91,7 +91,7 @@ def _record(monkeypatch) -> list[dict]:
         made = real_batch(session)
         steps.append({"session": session, "photos": drawn[-1].clone(),
                       "ids": made.ids.clone(),
-                      "embeds": None if made.embeds is None else made.embeds.detach().clone()})
+                      "embeds": None if made.cond is None else made.cond.embeds.detach().clone()})
         return made
 
     monkeypatch.setattr(Batches, "next", next_indices)

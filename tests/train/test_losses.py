@@ -231,7 +231,7 @@ def test_prior_prediction_with_a_frozen_text_encoder(tiny_model, small_dog_dir, 
     assert result.status == "completed"
     s = sessions[0]
     assert s.prior_losses[0] == 0.0 and len(s.prior_losses) == 2
-    torch.testing.assert_close(s.cached_embeds["class"], s.base_class_embeds)
+    torch.testing.assert_close(s.cached_embeds["class"].embeds, s.base_class_embeds.embeds)
 
 
 def test_prior_prediction_needs_a_class_prompt_but_no_class_folder(tmp_path):
