@@ -133,6 +133,7 @@ def test_leaving_the_lora_gives_back_every_base_weight(tiny_sdxl_model, sdxl_lor
 def _decoded(generator, config) -> torch.Tensor:
     """What the VAE decoded while drawing `config` (before the pipeline's clamping)."""
     seen = []
+    generator.load_for(config)  # a new precision reloads: the hook goes on the VAE that draws
     hook = generator.pipeline.vae.decoder.register_forward_hook(
         lambda module, args, output: seen.append(output.detach().float()))
     try:

@@ -103,8 +103,9 @@ def test_previews_use_the_sdxl_colour_map(generator):
     # The map is SDXL's (with its bias), not SD 1.x's.
     latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     [mapped] = preview_for(generator.pipeline)(latents)
-    [sdxl] = to_images(approximate_rgb(latents, LATENT_RGB_SDXL, LATENT_RGB_SDXL_BIAS), (64, 64))
-    [sd1] = to_images(approximate_rgb(latents), (64, 64))
+    [sdxl] = to_images(approximate_rgb(latents, LATENT_RGB_SDXL, LATENT_RGB_SDXL_BIAS),
+                       mapped.size)
+    [sd1] = to_images(approximate_rgb(latents), mapped.size)
     assert np.array_equal(_pixels(mapped), _pixels(sdxl))
     assert np.abs(_pixels(mapped) - _pixels(sd1)).mean() > 5
 
