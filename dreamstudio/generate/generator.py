@@ -7,6 +7,10 @@ prompt, the negative prompt and the text-encoder scale stay: a UNet-scale, guida
 sampler change runs the text encoder not at all. The UNet LoRA is folded into the UNet's
 weights at its scale (lora_fuse.py), so a step costs what a base-model step costs. Only a
 new precision reloads the model.
+
+SDXL models work the same way: their pipeline encodes with two text encoders and also
+returns pooled embeddings, which are kept and passed along with the others, and the one
+text-encoder scale applies to both encoders' LoRAs.
 """
 
 from __future__ import annotations
@@ -23,19 +27,26 @@ from PIL import Image
 from ..config import GenerateConfig
 from ..core.cpu_memory import reuse_freed_memory
 from ..core.devices import inference_dtype, pick_device, precision_name, release_memory
+from ..core.families import pipeline_family
 from ..core.models import load_pipeline
 from ..errors import InputError
 from ..lora.adapters import ADAPTER_NAME
 from ..lora.embeddings import embedding_path, embedding_record, loaded_tokens, pivotal_prompt
 from ..lora.files import WEIGHTS_NAME, is_lora_dir, read_lora_info
 from ..lora.kohya import find_kohya_file, finish_export
-from .lora_fit import describe_load_failure, quiet_diffusers
+from .lora_fit import describe_load_failure, family_mismatch, quiet_diffusers
 from .lora_fuse import FoldedLora
 from .png_metadata import save_png_with_parameters
 from .previews import PreviewFn, is_preview_step, preview_for
 from .samplers import DEFAULT_SAMPLER, a1111_name, make_scheduler
 
 CHANNELS_LAST_DEVICES = ("cpu", "cuda")
+# What `encode_prompt` returns, in its order, as the pipeline call's argument names: SD 1.x
+# and 2.x return the first two, SDXL all four (its second encoder's pooled outputs too).
+PROMPT_ARGUMENTS = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                    "negative_pooled_prompt_embeds")
+# The pipeline components a LoRA's text-encoder scale applies to (SDXL has both).
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 
 
 @dataclass
@@ -63,7 +74,7 @@ class Generator:
         self.dtype = self._auto_dtype
         self.model_config_dir = model_config_dir
         self._pipe = None
-        self._embeddings: tuple | None = None  # (key, prompt embeds, negative embeds)
+        self._embeddings: tuple | None = None  # (key, what encode_prompt returned)
         self._folded: FoldedLora | None = None  # the UNet LoRA, folded into the weights
         self._original_scheduler = None  # the model's own, to return to "Default"
         self._sampler = DEFAULT_SAMPLER
@@ -139,6 +150,12 @@ class Generator:
                 self._lora_dir = None
                 self._weights = None
             if lora_dir is not None:
+                # Caught before loading: diffusers may load another family's LoRA partly,
+                # without an error, onto the layers whose names happen to match.
+                mismatch = family_mismatch(lora_dir / WEIGHTS_NAME, self.model,
+                                           pipeline_family(pipe))
+                if mismatch:
+                    raise InputError(mismatch)
                 # A run killed while exporting looks finished: give it its kohya file now,
                 # before the PNGs name the LoRA after it.
                 finish_export(lora_dir)
@@ -156,7 +173,7 @@ class Generator:
             self._lora_dir = lora_dir
         if self._lora_dir is not None:
             loaded = pipe.get_list_adapters()
-            weights = {"unet": unet_scale, "text_encoder": te_scale}
+            weights = {"unet": unet_scale} | dict.fromkeys(TEXT_ENCODERS, te_scale)
             weights = {k: v for k, v in weights.items() if ADAPTER_NAME in loaded.get(k, [])}
             # set_adapters walks every LoRA layer; a grid often repeats the same scales.
             if weights != self._weights:
@@ -200,20 +217,23 @@ class Generator:
         self._activate_lora(config.lora_dir, config.unet_scale, config.text_encoder_scale)
         self._activate_sampler(config.sampler)
 
-    def _prompt_embeddings(self, config: GenerateConfig) -> tuple[torch.Tensor, torch.Tensor]:
-        """(prompt, negative prompt) embeddings of one image, kept until the prompt, the
-        negative prompt or the text-encoder scale changes (a new LoRA or model drops them)."""
-        te_scale = (self._weights or {}).get("text_encoder")
+    def _prompt_embeddings(self, config: GenerateConfig) -> tuple[torch.Tensor, ...]:
+        """(prompt, negative prompt) embeddings of one image (SDXL: then their pooled ones,
+        in PROMPT_ARGUMENTS' order), kept until the prompt, the negative prompt or the
+        text-encoder scale changes (a new LoRA or model drops them)."""
+        weights = self._weights or {}
+        te_scale = next((weights[k] for k in TEXT_ENCODERS if k in weights), None)
         key = (config.prompt, config.negative_prompt, te_scale)
         if self._embeddings is None or self._embeddings[0] != key:
             with torch.no_grad():
                 # The pipeline's own encoder, so the pixels equal a plain pipeline call's.
-                embeds, negative = self.pipeline.encode_prompt(
-                    self.pipeline_prompt(config.prompt), self.device, 1, True,
-                    config.negative_prompt or None)
-            self._embeddings = (key, embeds, negative)
+                outputs = self.pipeline.encode_prompt(
+                    prompt=self.pipeline_prompt(config.prompt), device=self.device,
+                    num_images_per_prompt=1, do_classifier_free_guidance=True,
+                    negative_prompt=config.negative_prompt or None)
+            self._embeddings = (key, tuple(outputs))
             self.prompt_encodes += 1
-        return self._embeddings[1], self._embeddings[2]
+        return self._embeddings[1]
 
     def load_for(self, config: GenerateConfig) -> None:
         """Load what `config` needs and set its LoRA scales and sampler, without drawing:
@@ -255,11 +275,11 @@ class Generator:
 
             seeds = [config.seed + i for i in range(config.num_images)]
             generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-            embeds, negative = self._prompt_embeddings(config)
+            embeddings = dict(zip(PROMPT_ARGUMENTS, self._prompt_embeddings(config),
+                                  strict=False))
             with reuse_freed_memory(self.device):
                 images = pipe(
-                    prompt_embeds=embeds,
-                    negative_prompt_embeds=negative,
+                    **embeddings,
                     num_images_per_prompt=config.num_images,
                     num_inference_steps=config.steps,
                     guidance_scale=config.guidance,
@@ -269,20 +289,25 @@ class Generator:
                     callback_on_step_end=on_step_end,
                 ).images
             sampler_name = a1111_name(pipe.scheduler)
+            family = pipeline_family(pipe)
         stopped = cancel is not None and cancel.is_set()
         results = []
         for image, seed in zip(images, seeds, strict=True):
             path = None
             if output_dir is not None and not stopped:
-                params = self.image_parameters(config, seed, image.size, sampler_name)
+                params = self.image_parameters(config, seed, image.size, sampler_name,
+                                               family)
                 path = save_png_with_parameters(image, Path(output_dir), params)
             results.append(GeneratedImage(image, seed, path))
         return results
 
     def image_parameters(self, config: GenerateConfig, seed: int, size: tuple[int, int],
-                         sampler_name: str) -> dict:
-        """What a PNG of this generator stores: the config plus what it resolved to."""
+                         sampler_name: str, family: str | None = None) -> dict:
+        """What a PNG of this generator stores: the config plus what it resolved to
+        (`family`: the base model's, e.g. "sdxl"; None: asked of the loaded pipeline)."""
+        family = family or pipeline_family(self.pipeline)
         params = {**config.to_dict(), "seed": seed, "num_images": 1, "model": self.model,
+                  "model_family": family,
                   "width": size[0], "height": size[1], "sampler_name": sampler_name,
                   "precision": precision_name(self.dtype_for(config.precision))}
         if config.lora_dir is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import GENERATE_PRECISIONS, GenerateConfig
+from ..core.families import FAMILY_NAMES, SDXL
 from .png_metadata import read_parameters
 from .samplers import choice_for
 
@@ -24,6 +25,13 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerateConfig)
 class HistoryItem:
     path: Path
     params: dict  # as save_png_with_parameters stored them
+
+    @property
+    def family(self) -> str | None:
+        """The base model's family ("sd1", "sd2", "sdxl"); None in PNGs written before the
+        family was recorded (all of them SD 1.x or 2.x)."""
+        family = self.params.get("model_family")
+        return family if family in FAMILY_NAMES else None
 
     @property
     def is_grid(self) -> bool:
@@ -43,6 +51,8 @@ class HistoryItem:
             te = p.get("text_encoder_scale", _DEFAULTS["text_encoder_scale"])
             bits.append(f"LoRA {unet:g}/{te:g}")
         bits.append(f"cfg {p.get('guidance', '?')}")
+        if self.family == SDXL:
+            bits.append(FAMILY_NAMES[SDXL])  # the default family goes unsaid
         return " · ".join(str(b) for b in bits)
 
 

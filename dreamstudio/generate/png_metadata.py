@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from ..core.families import FAMILY_NAMES, SD1
 from ..core.files import atomic_path, unused_path
 
 PARAMS_KEY = "dreamstudio"
@@ -73,6 +74,10 @@ def a1111_parameters(params: dict) -> str:
         ("Seed", params.get("seed")),
         ("Size", f"{params.get('width')}x{params.get('height')}"),
         ("Model", model_name(params.get("model"))),
+        # Not an A1111 field (it knows the family from the checkpoint): for people and sites,
+        # and only where it is not SD 1.x, whose infotext stays as A1111 writes it.
+        ("Model family", None if params.get("model_family") == SD1
+         else FAMILY_NAMES.get(params.get("model_family"))),
         ("Precision", params.get("precision")),
     ]
     if lora:

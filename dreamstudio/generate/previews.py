@@ -2,8 +2,9 @@
 
 The full VAE decode costs about as much as several sampler steps, so previews come from
 the latents directly: by default a linear map of the four latent channels to RGB (SD 1.x
-and 2.x share one VAE, so one map serves both), or, when the user has one on disk, a small
-preview decoder such as TAESD (diffusers' AutoencoderTiny). Neither touches the latents:
+and 2.x share one VAE, so one map serves both; SDXL's VAE has its own latent statistics and
+its own map), or, when the user has one on disk, a small preview decoder such as TAESD
+(diffusers' AutoencoderTiny; TAESDXL for SDXL). Neither touches the latents:
 a preview never changes the finished image.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.families import is_sdxl, pipeline_family
 from ..errors import InputError
 
 # Sampler latents (already times the VAE's scaling factor 0.18215) -> RGB in [-1, 1], one
@@ -31,6 +33,15 @@ LATENT_RGB = (
     (-0.184, -0.271, -0.473),
 )
 LATENT_RGB_BIAS = (0.0, 0.0, 0.0)
+# The same kind of fit for SDXL's VAE (its latents times 0.13025), with a bias, as
+# ComfyUI publishes it for its SDXL previews (comfy/latent_formats.py, 2023).
+LATENT_RGB_SDXL = (
+    (0.3651, 0.4232, 0.4341),
+    (-0.2533, -0.0042, 0.1068),
+    (0.1076, 0.1111, -0.0362),
+    (-0.3165, -0.2492, -0.2188),
+)
+LATENT_RGB_SDXL_BIAS = (0.1084, -0.0175, -0.0011)
 DECODER_CLASS = "AutoencoderTiny"
 
 Picture = Callable[[torch.Tensor], list[Image.Image]]  # latents -> one picture per image
@@ -51,6 +62,13 @@ def approximate_rgb(latents: torch.Tensor, matrix=LATENT_RGB, bias=LATENT_RGB_BI
     b = torch.tensor(bias, dtype=torch.float32, device=latents.device)
     rgb = torch.einsum("bchw,cr->brhw", latents.float(), m) + b[None, :, None, None]
     return ((rgb + 1) / 2).clamp(0, 1)
+
+
+def latent_rgb_map(family: str) -> tuple[tuple, tuple]:
+    """The (matrix, bias) of the colour map for the latents of a model of `family`."""
+    if is_sdxl(family):
+        return LATENT_RGB_SDXL, LATENT_RGB_SDXL_BIAS
+    return LATENT_RGB, LATENT_RGB_BIAS
 
 
 def fit_latent_rgb(latents: torch.Tensor, images: torch.Tensor
@@ -134,10 +152,12 @@ def preview_for(pipe, decoder_folder: Path | None = None) -> Picture | None:
     if decoder is None and channels != len(LATENT_RGB):
         return None
     scale = getattr(pipe, "vae_scale_factor", 8)
+    matrix, bias = latent_rgb_map(pipeline_family(pipe))
 
     def picture(latents: torch.Tensor) -> list[Image.Image]:
         size = (latents.shape[-1] * scale, latents.shape[-2] * scale)
-        rgb = decoded_rgb(decoder, latents) if decoder is not None else approximate_rgb(latents)
+        rgb = (decoded_rgb(decoder, latents) if decoder is not None
+               else approximate_rgb(latents, matrix, bias))
         return to_images(rgb, size)
 
     return picture
