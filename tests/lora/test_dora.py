@@ -42,17 +42,18 @@ RANK, ALPHA = 4, 8
 def trained(tiny_model, small_dog_dir, tmp_path_factory):
     """A DoRA trained 3 steps with alpha 2 x rank: (its folder, the live model's peft
     weights as the trainer took them at the end, before writing any file)."""
-    from dreamstudio.train import trainer
+    from dreamstudio.train import model_stage
 
     out = tmp_path_factory.mktemp("dora-run")
     taken = []
 
-    def take(unet, text_encoder=None):
-        taken.append({k: v.detach().clone() for k, v in peft_weights(unet, text_encoder).items()})
+    def take(unet, text_encoder=None, text_encoder_2=None):
+        taken.append({k: v.detach().clone() for k, v in
+                      peft_weights(unet, text_encoder, text_encoder_2).items()})
         return taken[-1]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer, "peft_weights", take)
+        patch.setattr(model_stage, "peft_weights", take)
         train(TrainConfig(model=str(tiny_model), instance_dir=small_dog_dir,
                           instance_prompt=PROMPT, output_dir=out, steps=3, resolution=64,
                           checkpoint_every=0, validation_every=0, mixed_precision="no",
