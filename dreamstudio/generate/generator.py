@@ -15,6 +15,7 @@ text-encoder scale applies to both encoders' LoRAs.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -198,6 +199,9 @@ class Generator:
             # Every text encoder the file has rows for (SDXL: both) gets the tokens.
             load_embedding(pipe, lora_dir, record)
         except Exception as exc:
+            # SDXL: text encoder 1 may have taken the tokens before text encoder 2 failed.
+            with contextlib.suppress(Exception):  # the error below is the one to show
+                unload_embedding(pipe, record)
             pipe.unload_lora_weights()
             raise InputError(
                 f"The LoRA in {lora_dir} was trained with its own tokens, but their embedding "

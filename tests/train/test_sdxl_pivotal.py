@@ -3,14 +3,16 @@ both text encoders, saved as clip_l / clip_g, reloaded by the generator, resumed
 
 from __future__ import annotations
 
+import shutil
 import threading
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from dreamstudio.config import GenerateConfig, TrainConfig
 from dreamstudio.core.models import load_pipeline
+from dreamstudio.errors import InputError
 from dreamstudio.generate.generator import Generator
 from dreamstudio.lora.embeddings import SDXL_KEYS, read_embeddings
 from dreamstudio.lora.files import read_lora_info
@@ -189,3 +191,19 @@ def test_a_resumed_sdxl_pivotal_run_equals_an_uninterrupted_one(tiny_sdxl_model,
     b = load_file(str(resumed.output_dir / "embedding/learned_embeds.safetensors"))
     for key in SDXL_KEYS.values():
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_an_embedding_that_fails_in_text_encoder_2_leaves_no_token_behind(run, tiny_sdxl_model,
+                                                                         tmp_path):
+    result, _ = run
+    lora = shutil.copytree(result.output_dir, tmp_path / "lora")
+    record = read_lora_info(lora)["pivotal"]
+    path = lora / record["diffusers_file"]
+    tensors = load_file(str(path))
+    tensors["clip_g"] = tensors["clip_g"][:, :5].contiguous()  # the wrong width for text encoder 2
+    save_file(tensors, str(path))
+    gen = Generator(str(tiny_sdxl_model), device="cpu", dtype=torch.float32)
+    with pytest.raises(InputError, match="cannot be loaded"):
+        gen.load_for(GenerateConfig(lora_dir=lora, prompt=LATER, width=64, height=64))
+    for tok in TOKENIZERS:
+        assert "<sks>" not in getattr(gen.pipeline, tok).get_vocab(), tok
