@@ -15,6 +15,7 @@ text-encoder scale applies to both encoders' LoRAs.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +32,13 @@ from ..core.families import pipeline_family
 from ..core.models import load_pipeline
 from ..errors import InputError
 from ..lora.adapters import ADAPTER_NAME
-from ..lora.embeddings import embedding_path, embedding_record, loaded_tokens, pivotal_prompt
+from ..lora.embeddings import (
+    embedding_path,
+    embedding_record,
+    load_embedding,
+    pivotal_prompt,
+    unload_embedding,
+)
 from ..lora.files import WEIGHTS_NAME, is_lora_dir, read_lora_info
 from ..lora.kohya import find_kohya_file, finish_export
 from .lora_fit import describe_load_failure, family_mismatch, quiet_diffusers
@@ -189,8 +196,12 @@ class Generator:
             return
         path = embedding_path(lora_dir, record)
         try:
-            pipe.load_textual_inversion(str(path), token=record["token"])
+            # Every text encoder the file has rows for (SDXL: both) gets the tokens.
+            load_embedding(pipe, lora_dir, record)
         except Exception as exc:
+            # SDXL: text encoder 1 may have taken the tokens before text encoder 2 failed.
+            with contextlib.suppress(Exception):  # the error below is the one to show
+                unload_embedding(pipe, record)
             pipe.unload_lora_weights()
             raise InputError(
                 f"The LoRA in {lora_dir} was trained with its own tokens, but their embedding "
@@ -199,10 +210,9 @@ class Generator:
         self._pivotal = record
 
     def _unload_embedding(self, pipe) -> None:
-        # Back to the base tokenizer and embedding matrix (diffusers rebuilds both).
+        # Back to the base tokenizer(s) and embedding matrices (diffusers rebuilds them).
         if self._pivotal is not None:
-            pipe.unload_textual_inversion(
-                loaded_tokens(self._pivotal["token"], self._pivotal.get("vectors", 1)))
+            unload_embedding(pipe, self._pivotal)
             self._pivotal = None
 
     def pipeline_prompt(self, prompt: str) -> str:

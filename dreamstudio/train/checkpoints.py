@@ -26,9 +26,10 @@ _NAME = re.compile(r"^step-(\d{6,})$")
 _UNFINISHED = ".writing-"
 STATE_FILE = "state.pt"
 WEIGHTS_FILE = "lora.safetensors"
-# Among a checkpoint's weights: the pivotal-tuning embedding rows (pivotal.py); its state
-# names their identifier and token under "pivotal".
+# Among a checkpoint's weights: the pivotal-tuning embedding rows (pivotal.py), on SDXL the
+# second text encoder's too; its state names their identifier and token under "pivotal".
 PIVOTAL_KEY = "pivotal.rows"
+PIVOTAL_KEY_2 = "pivotal.rows_2"
 
 
 @dataclass

@@ -45,10 +45,12 @@ def load_models(session: TrainingSession) -> None:
         for model in (s.unet, *s.text_encoders()):
             cast_frozen(model, s.weight_dtype)
     if s.config.pivotal:
+        # On SDXL the tokens go into both tokenizers and both encoders get rows.
         s.pivotal = attach_pivotal(
             pipe.tokenizer, s.text_encoder, identifier_of(s.config.instance_prompt,
                                                           s.config.class_prompt, pipe.tokenizer),
-            s.config.pivotal_tokens, s.config.instance_prompt)
+            s.config.pivotal_tokens, s.config.instance_prompt,
+            getattr(pipe, "tokenizer_2", None), s.text_encoder_2)
     s.text = TextConditioner(pipe, s.text_encoder, s.text_encoder_2)
 
 
@@ -87,14 +89,16 @@ def attach_lora_and_optimizer(session: TrainingSession) -> None:
                             "works in one process only: set it to 1, or train on one GPU.")
     if s.pivotal:
         # Trainable again: peft froze all but its adapters in the text encoder.
-        params.append({"params": [s.pivotal.rows.requires_grad_()], "lr": cfg.pivotal_lr})
+        params.append({"params": [p.requires_grad_() for p in s.pivotal.parameters()],
+                       "lr": cfg.pivotal_lr})
     s.unet.train()
     optimizer = make_optimizer(params, cfg.optimizer)
     lr_scheduler = make_lr_scheduler(cfg, optimizer, s.accelerator.num_processes)
-    # The embedding rows live in the text encoder: it is prepared (for gradient sync) then too.
+    # The embedding rows live in the text encoder(s): they are prepared (for gradient sync)
+    # then too.
     with_te = cfg.train_text_encoder or cfg.pivotal
-    encoders = s.text_encoders() if cfg.train_text_encoder else [s.text_encoder]
-    models = [s.unet, *encoders] if with_te else [s.unet]
+    encoders = s.text_encoders() if with_te else []
+    models = [s.unet, *encoders]
     prepared = s.accelerator.prepare(*models, optimizer, lr_scheduler)
     s.unet = prepared[0]
     if with_te:

@@ -14,6 +14,10 @@ pipeline does that itself inside `encode_prompt`; tokenizing by hand needs `expa
 Initialisation: every new row starts as the mean of the identifier's own token embeddings,
 so at step 0 a one-token identifier reads exactly as in plain DreamBooth.
 
+On SDXL the tokens go into both tokenizers, and each text encoder gets its own new rows
+(`rows`, `rows_2`), each initialised from that encoder's embedding of the identifier; both
+train with the same learning rate and stop at the same step.
+
 Only the new rows train: they are a separate parameter (`PivotalEmbedding.rows`) spliced in
 after the frozen lookup, so the optimizer (and its weight decay) never sees the other rows,
 which stay bit-identical to the base model's.
@@ -74,10 +78,13 @@ class PivotalEmbedding(nn.Module):
 
 
 class PivotalTokens:
-    """The new tokens of one run, attached to its tokenizer and text encoder."""
+    """The new tokens of one run, attached to its tokenizer(s) and text encoder(s)
+    (`embedding_2`: SDXL's second text encoder, None off SDXL)."""
 
-    def __init__(self, identifier: str, tokens: list[str], embedding: PivotalEmbedding):
+    def __init__(self, identifier: str, tokens: list[str], embedding: PivotalEmbedding,
+                 embedding_2: PivotalEmbedding | None = None):
         self.identifier, self.tokens, self.embedding = identifier, tokens, embedding
+        self.embedding_2 = embedding_2
 
     @property
     def token(self) -> str:
@@ -87,28 +94,45 @@ class PivotalTokens:
     def rows(self) -> nn.Parameter:
         return self.embedding.rows
 
+    @property
+    def rows_2(self) -> nn.Parameter | None:
+        return self.embedding_2.rows if self.embedding_2 is not None else None
+
+    def parameters(self) -> list[nn.Parameter]:
+        """The trainable rows, the first text encoder's first."""
+        return [e.rows for e in self.embeddings()]
+
+    def embeddings(self) -> list[PivotalEmbedding]:
+        return [e for e in (self.embedding, self.embedding_2) if e is not None]
+
     def prompt(self, text: str) -> str:
         return pivotal_prompt(text, self.identifier, self.token)
 
     def set_step(self, step: int, steps: int, stop: float) -> None:
         """Train the rows during the first `stop` fraction of `steps` steps only."""
-        self.embedding.training_rows = step < round(stop * steps)
+        for embedding in self.embeddings():
+            embedding.training_rows = step < round(stop * steps)
 
 
-def attach_pivotal(tokenizer, text_encoder, identifier: str, count: int,
-                   prompt: str) -> PivotalTokens:
-    """Add `count` tokens for `identifier` (found in `prompt`) and make only their embedding
-    rows trainable; InputError when the prompt has no identifier or the tokens exist."""
+def _refuse_no_identifier(identifier: str, prompt: str) -> None:
     if not identifier or identifier.strip() == prompt.strip() or re.search(r"\s", identifier):
         raise InputError(
             f"Pivotal tuning needs an identifier in the instance prompt '{prompt}' (e.g. "
             "'a photo of sks dog'); give the prompt one, or turn pivotal tuning off."
         )
-    tokens = token_names(identifier, count)
-    taken = [t for t in tokens if t in tokenizer.get_vocab()]
-    if taken or tokenizer.add_tokens(tokens) != count:
+
+
+def _refuse_taken(tokenizer, tokens: list[str], added: int | None = None) -> None:
+    """InputError when a token is in the tokenizer already (or `added` says not all went in)."""
+    taken = [t for t in tokens if t in tokenizer.get_vocab()] if added is None else []
+    if taken or (added is not None and added != len(tokens)):
         raise InputError(f"The tokens {taken or tokens} already exist in the base model's "
                          "tokenizer; pick another identifier for pivotal tuning.")
+
+
+def _new_rows(tokenizer, text_encoder, identifier: str, count: int) -> PivotalEmbedding:
+    """Resize `text_encoder`'s embedding to `tokenizer` (the tokens added) and splice in the
+    trainable rows, each the mean of this encoder's embedding of the identifier."""
     base = text_encoder.get_input_embeddings()
     start = base.num_embeddings
     ids = tokenizer(identifier, add_special_tokens=False).input_ids
@@ -122,9 +146,38 @@ def attach_pivotal(tokenizer, text_encoder, identifier: str, count: int,
     resized.requires_grad_(False)
     embedding = PivotalEmbedding(resized, start, init)
     text_encoder.set_input_embeddings(embedding)
-    return PivotalTokens(identifier, tokens, embedding)
+    return embedding
+
+
+def attach_pivotal(tokenizer, text_encoder, identifier: str, count: int, prompt: str,
+                   tokenizer_2=None, text_encoder_2=None) -> PivotalTokens:
+    """Add `count` tokens for `identifier` (found in `prompt`) and make only their embedding
+    rows trainable (on SDXL, given `tokenizer_2` and `text_encoder_2`, in both); InputError
+    when the prompt has no identifier or the tokens exist."""
+    _refuse_no_identifier(identifier, prompt)
+    tokens = token_names(identifier, count)
+    pairs = [(tokenizer, text_encoder)]
+    if text_encoder_2 is not None:
+        pairs.append((tokenizer_2, text_encoder_2))
+    # One tokenizer object may serve both encoders: its tokens are added once.
+    tokenizers = list({id(tok): tok for tok, _ in pairs}.values())
+    for tok in tokenizers:  # refused before any tokenizer or encoder changes
+        _refuse_taken(tok, tokens)
+    for tok in tokenizers:
+        _refuse_taken(tok, tokens, tok.add_tokens(tokens))
+    return PivotalTokens(identifier, tokens,
+                         *[_new_rows(tok, encoder, identifier, count) for tok, encoder in pairs])
+
+
+def _cpu(rows: torch.Tensor | None) -> torch.Tensor | None:
+    return None if rows is None else rows.detach().to("cpu", torch.float32).contiguous()
 
 
 def trained_rows(pivotal: PivotalTokens) -> torch.Tensor:
     """The new tokens' embedding as it stands: [count, dim], float32 on the CPU."""
-    return pivotal.rows.detach().to("cpu", torch.float32).contiguous()
+    return _cpu(pivotal.rows)
+
+
+def trained_rows_2(pivotal: PivotalTokens) -> torch.Tensor | None:
+    """The same in SDXL's second text encoder; None off SDXL."""
+    return _cpu(pivotal.rows_2)

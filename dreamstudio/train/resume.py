@@ -23,6 +23,7 @@ from ..lora.kohya import finish_export
 from .captions import captions_digest, run_captions
 from .checkpoints import (
     PIVOTAL_KEY,
+    PIVOTAL_KEY_2,
     Checkpoint,
     latest_checkpoint,
     load_checkpoint,
@@ -201,6 +202,8 @@ def save_session(session: TrainingSession, step: int) -> None:
     weights = trained_weights(session)
     if session.pivotal:
         weights[PIVOTAL_KEY] = session.pivotal.rows
+        if session.pivotal.rows_2 is not None:
+            weights[PIVOTAL_KEY_2] = session.pivotal.rows_2
     state = {
         "step": step,
         "optimizer": session.optimizer.state_dict(),
@@ -234,6 +237,8 @@ def restore_session(session: TrainingSession, checkpoint: Checkpoint) -> int:
     if session.pivotal:
         with torch.no_grad():
             session.pivotal.rows.copy_(weights[PIVOTAL_KEY])
+            if session.pivotal.rows_2 is not None:
+                session.pivotal.rows_2.copy_(weights[PIVOTAL_KEY_2])
     session.optimizer.load_state_dict(state["optimizer"])
     session.lr_scheduler.load_state_dict(state["lr_scheduler"])
     # Checkpoints of earlier versions hold the main process's state only.

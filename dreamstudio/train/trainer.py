@@ -21,9 +21,9 @@ import torch
 from ..config import TrainConfig
 from ..core.cpu_memory import reuse_freed_memory
 from ..core.devices import auto_mixed_precision, release_memory
-from ..core.families import is_sdxl, pipeline_family
+from ..core.families import pipeline_family
 from ..core.models import load_pipeline, prediction_type
-from ..errors import InputError, TrainingError
+from ..errors import TrainingError
 from ..lora.embeddings import save_embedding
 from ..lora.files import lora_state_dicts, save_lora
 from ..lora.kohya import export_kohya, kohya_path
@@ -47,7 +47,7 @@ from .latents import (
     load_images,
 )
 from .model_stage import attach_lora_and_optimizer, load_models, trained_weights
-from .pivotal import trained_rows
+from .pivotal import trained_rows, trained_rows_2
 from .resume import check_resumable, restore_session, save_session, tidy_run_folder
 from .scoring import score_checkpoint
 from .session import TrainingSession
@@ -56,10 +56,6 @@ from .step import training_step
 from .validation import render_validation
 
 log = logging.getLogger("dreamstudio.training")
-
-PIVOTAL_SDXL = ("Pivotal tuning is SD 1.x only for now: turn it off for SDXL (the LoRA "
-                "learns the identifier without it).")
-
 
 def _attach_log_file(output_dir: Path) -> logging.Handler:
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -100,8 +96,6 @@ def train(
                              config.vae)
         # Refused before the class images, which can take longer than the training itself.
         prediction_type(pipe.scheduler, config.model)
-        if config.pivotal and is_sdxl(pipeline_family(pipe)):
-            raise InputError(PIVOTAL_SDXL)
         # The config could only guess the identifier; the tokenizer knows the rare token.
         refuse_identifier_in_class_prompt(config.instance_prompt, config.class_prompt,
                                           pipe.tokenizer)
@@ -289,7 +283,8 @@ def _finish(session: TrainingSession, steps_per_second: float) -> TrainResult:
         if session.pivotal:  # written first: a LoRA whose record names it finds it there
             info["pivotal"] = save_embedding(cfg.output_dir, session.pivotal.token,
                                              session.pivotal.identifier,
-                                             trained_rows(session.pivotal))
+                                             trained_rows(session.pivotal),
+                                             trained_rows_2(session.pivotal))
         lora_path = save_lora(cfg.output_dir, *lora_state_dicts(weights), info)
         if cfg.export_kohya:
             kohya_file = export_kohya(weights, cfg.alpha, kohya_path(cfg.output_dir, info), info)

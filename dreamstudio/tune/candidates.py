@@ -24,7 +24,14 @@ from ..lora.files import (
     weights_family,
 )
 from ..lora.kohya import export_kohya, kohya_path
-from ..train.checkpoints import PIVOTAL_KEY, WEIGHTS_FILE, Checkpoint, list_checkpoints, load_state
+from ..train.checkpoints import (
+    PIVOTAL_KEY,
+    PIVOTAL_KEY_2,
+    WEIGHTS_FILE,
+    Checkpoint,
+    list_checkpoints,
+    load_state,
+)
 from ..workspace.runs import load_run_settings
 from .results import FINAL
 
@@ -117,11 +124,13 @@ def export_checkpoint(candidate: Candidate, target: Path, run_dir: Path,
     info["family"] = info.get("family") or checkpoint_family(weights, settings)
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
-    rows = weights.pop(PIVOTAL_KEY, None)
+    # The token rows are the embedding's, not the LoRA's (SDXL: text encoder 2's as well).
+    rows, rows_2 = weights.pop(PIVOTAL_KEY, None), weights.pop(PIVOTAL_KEY_2, None)
     info.pop("pivotal", None)  # the final LoRA's tokens, not this checkpoint's
     if rows is not None:
         token = load_state(Checkpoint(candidate.source, candidate.step))["pivotal"]
-        info["pivotal"] = save_embedding(target, token["token"], token["identifier"], rows)
+        info["pivotal"] = save_embedding(target, token["token"], token["identifier"], rows,
+                                         rows_2)
     save_lora(target, *lora_state_dicts(weights), info)
     if kohya:
         export_kohya(weights, lora_alpha(settings), kohya_path(target, info), info)

@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 import dreamstudio.train.trainer as trainer_module
 from dreamstudio.config import TrainConfig
 from dreamstudio.core.models import load_pipeline
-from dreamstudio.errors import InputError
 from dreamstudio.lora.files import read_lora_info
 from dreamstudio.train.checkpoints import list_checkpoints
 from dreamstudio.train.conditioning import TextConditioner
@@ -210,10 +209,3 @@ def test_mixed_precision_with_checkpointing_and_validation_images_on_sdxl(
     pixels = np.asarray(Image.open(shown[0]), dtype=np.float32)
     assert pixels.std() > 0  # drawn, not a blank (NaN-decoded) frame
 
-
-def test_pivotal_tuning_is_refused_on_sdxl_with_what_to_do(tiny_sdxl_model, small_dog_dir,
-                                                           tmp_path):
-    with pytest.raises(InputError, match="SD 1.x only for now: turn it off for SDXL"):
-        trainer_module.train(_config(tiny_sdxl_model, small_dog_dir, tmp_path / "run",
-                                     pivotal=True))
-    assert not (tmp_path / "run" / "pytorch_lora_weights.safetensors").exists()
