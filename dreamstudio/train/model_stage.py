@@ -33,9 +33,10 @@ def load_models(session: TrainingSession) -> None:
     from ..core.models import prediction_type
 
     s, pipe = session, session.pipe
-    s.accelerator = new_accelerator(s.precision, s.device)
-    s.unet, s.vae, s.text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
     s.text_encoder_2 = getattr(pipe, "text_encoder_2", None)
+    s.accelerator = new_accelerator(s.precision, s.device,
+                                    unused_weights=s.text_encoder_2 is not None)
+    s.unet, s.vae, s.text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
     s.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     s.target_kind = prediction_type(s.noise_scheduler, s.config.model)
     for model in (s.unet, s.vae, *s.text_encoders()):

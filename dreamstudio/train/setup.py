@@ -32,15 +32,21 @@ def is_main_process() -> bool:
     return PartialState().is_main_process
 
 
-def new_accelerator(mixed_precision: str, device: torch.device):
+def new_accelerator(mixed_precision: str, device: torch.device, unused_weights: bool = False):
+    """The run's Accelerator. `unused_weights`: some trainable weights get no gradient (SDXL
+    conditions on text encoder 1's penultimate layer, so a LoRA on its last layer never
+    trains), which data parallel must be told of, or it fails at the second step."""
     # Accelerate keeps process-wide singletons; a second run in the same app process with
     # other settings would otherwise fail with "AcceleratorState has already been initialized".
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, cpu=device.type == "cpu")
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if unused_weights \
+        else []
+    return Accelerator(mixed_precision=mixed_precision, cpu=device.type == "cpu",
+                       kwargs_handlers=handlers)
 
 
 class Batches:
